@@ -1,0 +1,125 @@
+"""Reading a model's preprocessor config into Profile fields (both Molmo key families)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# Keys that only one family's config uses; their presence says which family it is.
+_V1_KEYS = frozenset(
+    {"base_image_input_size", "image_patch_size", "image_pooling_h", "image_pooling_w",
+     "image_token_length_h", "image_token_length_w"}
+)
+_MOLMO2_KEYS = frozenset({"size", "patch_size", "pooling_size"})
+
+
+def profile_fields_from_config(config: Mapping[str, Any] | str | Path) -> tuple[dict[str, Any], str]:
+    """Profile fields found in `config`, and the preset family (``"molmo2"`` or ``"molmo-v1"``) it belongs to."""
+    from tilings.profiles import load_json
+
+    if isinstance(config, (str, Path)):
+        config = load_json(config)
+    if not isinstance(config, Mapping):
+        raise ValueError(f"a preprocessor config must be a dict or a JSON path, got {type(config).__name__}")
+    flat = dict(config)
+    # A combined processor_config.json nests the image processor's keys.
+    nested = flat.pop("image_processor", None)
+    if isinstance(nested, Mapping):
+        flat = {**nested, **flat}
+    is_v1 = bool(_V1_KEYS & flat.keys())
+    is_molmo2 = bool(_MOLMO2_KEYS & flat.keys())
+    if is_v1 and is_molmo2:
+        raise ValueError(
+            f"preprocessor config mixes Molmo v1 keys ({', '.join(sorted(_V1_KEYS & flat.keys()))}) and Molmo2 keys "
+            f"({', '.join(sorted(_MOLMO2_KEYS & flat.keys()))}); pass one model's config"
+        )
+    if not (is_v1 or is_molmo2):
+        raise ValueError(
+            f"preprocessor config has none of the Molmo v1 keys ({', '.join(sorted(_V1_KEYS))}) or Molmo2 keys "
+            f"({', '.join(sorted(_MOLMO2_KEYS))}); pass a Molmo or Molmo2 preprocessor_config.json"
+        )
+    fields = _v1_fields(flat) if is_v1 else _molmo2_fields(flat)
+    if "max_crops" in flat:
+        fields["max_crops"] = flat["max_crops"]
+    if "overlap_margins" in flat:
+        fields["overlap_margins"] = _pair("overlap_margins", flat["overlap_margins"])
+    return fields, ("molmo-v1" if is_v1 else "molmo2")
+
+
+def _pair(key: str, value: Any) -> tuple[Any, Any]:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (value[0], value[1])
+    raise ValueError(f"preprocessor config key {key!r} must be a pair of integers, got {value!r}")
+
+
+def _square(key: str, height: Any, width: Any) -> Any:
+    if height != width:
+        raise ValueError(f"preprocessor config {key!r} must be square, got {height}x{width}; crops are square")
+    return height
+
+
+def _molmo2_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if "size" in cfg:
+        size = cfg["size"]
+        if isinstance(size, Mapping) and {"height", "width"} <= size.keys():
+            fields["crop_size"] = _square("size", size["height"], size["width"])
+        elif isinstance(size, int) and not isinstance(size, bool):
+            fields["crop_size"] = size
+        else:
+            raise ValueError(f"preprocessor config 'size' must be {{'height': N, 'width': N}} or N, got {size!r}")
+    if "patch_size" in cfg:
+        fields["patch_size"] = cfg["patch_size"]
+    if "pooling_size" in cfg:
+        fields["pooling"] = _pair("pooling_size", cfg["pooling_size"])
+    # Token layout: the processor's flags, with its fallback of the low-res column
+    # tokens to the high-res setting when `use_single_crop_col_tokens` is None.
+    if cfg.get("image_use_col_tokens") is not None:
+        fields["high_res_col_tokens"] = bool(cfg["image_use_col_tokens"])
+    if "use_single_crop_col_tokens" in cfg:
+        low = cfg["use_single_crop_col_tokens"]
+        if low is None:
+            low = cfg.get("image_use_col_tokens", True)
+        fields["low_res_col_tokens"] = bool(low)
+    if cfg.get("use_single_crop_start_token") is not None:
+        fields["low_res_start_token"] = bool(cfg["use_single_crop_start_token"])
+    return fields
+
+
+def _v1_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if "base_image_input_size" in cfg:
+        height, width = _pair("base_image_input_size", cfg["base_image_input_size"])
+        fields["crop_size"] = _square("base_image_input_size", height, width)
+    if "image_patch_size" in cfg:
+        fields["patch_size"] = cfg["image_patch_size"]
+    if "image_pooling_h" in cfg or "image_pooling_w" in cfg:
+        fields["pooling"] = (cfg.get("image_pooling_h", 2), cfg.get("image_pooling_w", 2))
+    if cfg.get("use_col_tokens") is not None:
+        fields["high_res_col_tokens"] = fields["low_res_col_tokens"] = bool(cfg["use_col_tokens"])
+    _check_token_lengths(cfg, fields)
+    return fields
+
+
+def _check_token_lengths(cfg: dict[str, Any], fields: dict[str, Any]) -> None:
+    """v1 configs also state the pooled low-res grid; it must agree with the other numbers."""
+    from tilings.profiles import PROFILES
+
+    base = PROFILES["molmo-v1"]
+    crop = fields.get("crop_size", base.crop_size)
+    patch = fields.get("patch_size", base.patch_size)
+    pool_h, pool_w = fields.get("pooling", base.pooling)
+    for key, pool in (("image_token_length_h", pool_h), ("image_token_length_w", pool_w)):
+        if key not in cfg:
+            continue
+        try:
+            expected = math.ceil((crop // patch) / pool)
+        except (TypeError, ZeroDivisionError):
+            return  # the Profile's own checks report the bad number itself
+        if cfg[key] != expected:
+            raise ValueError(
+                f"preprocessor config {key}={cfg[key]!r} disagrees with crop {crop} px / patch {patch} px / "
+                f"pooling {pool} (= {expected}); fix the config or its overrides"
+            )

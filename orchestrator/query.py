@@ -53,6 +53,8 @@ STATS = ("median", "mean", "std", "p5", "p95")
 TOKENS = "sequence_tokens"
 
 _PART_GLOB = "part-*.parquet"
+_ORDER = ["run_id", "crops", TOKENS, "tiling_rows", "tiling_cols", "config_id"]
+_PER_CONFIG = ("family", "tiling", "tiling_rows", "tiling_cols", "crops", "image_tokens", TOKENS)
 
 
 def stat_column(stage: str, stat: str) -> str:
@@ -161,6 +163,10 @@ def _stage_aggs(stages: Iterable[str] = STAGES) -> list[pl.Expr]:
     return aggs
 
 
+def _tiling_label() -> pl.Expr:
+    return pl.format("{}x{}", pl.col("tiling_rows"), pl.col("tiling_cols")).alias("tiling")
+
+
 def summary(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     """One row per ``(run_id, config_id)``: the config's columns, ``n`` and stage statistics.
 
@@ -175,10 +181,162 @@ def summary(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
         .group_by(list(KEYS))
         .agg(
             *(pl.col(c).first() for c in CONFIG_COLUMNS),
+            _tiling_label().first(),
             ok.sum().cast(pl.Int64).alias("n"),
             *_stage_aggs(),
         )
-        .sort(["run_id", "crops", TOKENS, "tiling_rows", "tiling_cols", "config_id"])
+        .sort(_ORDER)
+    )
+
+
+# Stages whose growth the by-crops / by-tokens tables follow.
+GROWTH_STAGES = ("vision", "projector", "llm_prefill", "lm_head", "total", "llm_sub")
+
+
+def _ok_rows(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    return _lazy(lf).filter(pl.col("status") == STATUS_OK)
+
+
+def _medians(stages: Iterable[str]) -> list[pl.Expr]:
+    return [pl.col(STAGES[s]).median().alias(stat_column(s, "median")) for s in stages]
+
+
+def by_crops(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Per run, model, profile and crop count: median stage times over every ok repeat.
+
+    Tilings that share a crop count (1x8 and 2x4) are pooled here; ``tilings``
+    names them and ``tokens_min``/``tokens_max`` show how far their token counts
+    differ. ``vision_per_crop_ms`` is the vision median divided by crops.
+    """
+    return (
+        _ok_rows(lf)
+        .group_by(["run_id", "model", "profile", "crops"])
+        .agg(
+            _tiling_label().unique().sort().str.join(", ").alias("tilings"),
+            pl.col("config_id").n_unique().alias("n_configs"),
+            pl.len().alias("n"),
+            pl.col(TOKENS).min().alias("tokens_min"),
+            pl.col(TOKENS).max().alias("tokens_max"),
+            *_medians(GROWTH_STAGES),
+        )
+        .with_columns((pl.col("vision_median_ms") / pl.col("crops")).alias("vision_per_crop_ms"))
+        .sort(["run_id", "model", "profile", "crops"])
+    )
+
+
+def by_tokens(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Per run, model, profile and token count (`TOKENS`): median stage times over every ok repeat.
+
+    ``llm_prefill_per_token_us`` is the LLM prefill median per token, in microseconds.
+    """
+    return (
+        _ok_rows(lf)
+        .group_by(["run_id", "model", "profile", TOKENS])
+        .agg(
+            _tiling_label().unique().sort().str.join(", ").alias("tilings"),
+            pl.col("image_tokens").first(),
+            pl.col("crops").first(),
+            pl.col("config_id").n_unique().alias("n_configs"),
+            pl.len().alias("n"),
+            *_medians(GROWTH_STAGES),
+        )
+        .with_columns((1000.0 * pl.col("llm_prefill_median_ms") / pl.col(TOKENS)).alias("llm_prefill_per_token_us"))
+        .sort(["run_id", "model", "profile", TOKENS])
+    )
+
+
+def _planned_frame(planned: Any) -> tuple[pl.LazyFrame, list[str]]:
+    """The planned configs as a lazy frame, and the key columns to anti-join on."""
+    if isinstance(planned, (pl.DataFrame, pl.LazyFrame)):
+        frame = planned.lazy()
+        names = frame.collect_schema().names()
+        for keys in (["config_id"], ["tiling_rows", "tiling_cols"], ["crops"]):
+            if all(k in names for k in keys):
+                return frame, keys
+        raise ValueError(
+            f"planned frame has columns {names}; it needs config_id, tiling_rows and tiling_cols, or crops"
+        )
+    items = list(planned)
+    if items and all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+        return pl.LazyFrame({"crops": items}, schema={"crops": pl.Int64}), ["crops"]
+    if items and all(isinstance(x, str) for x in items):
+        return pl.LazyFrame({"config_id": items}, schema={"config_id": pl.String}), ["config_id"]
+    if items and all(isinstance(x, Sequence) and len(x) == 2 for x in items):
+        rows, cols = zip(*((int(r), int(c)) for r, c in items))
+        frame = pl.LazyFrame({"tiling_rows": rows, "tiling_cols": cols}, schema={"tiling_rows": pl.Int64, "tiling_cols": pl.Int64})
+        return frame, ["tiling_rows", "tiling_cols"]
+    raise ValueError(
+        f"cannot tell what is planned from {items[:3]!r}...; pass crop counts (ints), "
+        "tilings ((rows, cols) pairs or Tiling), config ids (str) or a polars frame"
+    )
+
+
+def missing(lf: pl.LazyFrame | pl.DataFrame, planned: Any) -> pl.LazyFrame:
+    """The planned configs that have no ok result in `lf`, as an anti-join.
+
+    Args:
+        lf: result rows (e.g. `scan(...)`, filtered to a model or run as needed).
+        planned: crop counts (ints), tilings (``(rows, cols)`` pairs or `tilings.Tiling`),
+            config ids (str), or a polars frame with ``config_id``, ``tiling_rows`` +
+            ``tiling_cols``, or ``crops`` columns (the first of these it has is the key).
+
+    Returns:
+        The planned rows (their original columns, order kept) without an ok result.
+    """
+    frame, keys = _planned_frame(planned)
+    done = _ok_rows(lf).select(keys).unique()
+    return frame.join(done, on=keys, how="anti", maintain_order="left")
+
+
+def _per_config(lf: pl.LazyFrame | pl.DataFrame, *aggs: pl.Expr) -> pl.LazyFrame:
+    return (
+        _ok_rows(lf)
+        .with_columns(_tiling_label())
+        .group_by(list(KEYS))
+        .agg(*(pl.col(c).first() for c in _PER_CONFIG), pl.len().alias("n"), *aggs)
+        .sort(_ORDER)
+    )
+
+
+def method_gap(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Per config: how far the subtraction method lands from the hook method.
+
+    ``llm_gap_ms`` is the median over repeats of ``t_llm_sub - t_llm_prefill``
+    (both from the same repeat), ``llm_gap_pct`` that gap relative to the hook
+    LLM median. ``total_gap_ms`` compares ``t_vision + t_llm_sub`` (what the
+    subtraction method says the forward costs) with the hook total.
+    """
+    llm, sub, vision, total = (pl.col(STAGES[s]) for s in ("llm_prefill", "llm_sub", "vision", "total"))
+    return _per_config(
+        lf,
+        llm.median().alias("hook_llm_ms"),
+        sub.median().alias("sub_llm_ms"),
+        (sub - llm).median().alias("llm_gap_ms"),
+        total.median().alias("hook_total_ms"),
+        (vision + sub).median().alias("sub_total_ms"),
+        (vision + sub - total).median().alias("total_gap_ms"),
+    ).with_columns(
+        (100.0 * pl.col("llm_gap_ms") / pl.col("hook_llm_ms")).alias("llm_gap_pct"),
+        (100.0 * pl.col("total_gap_ms") / pl.col("hook_total_ms")).alias("total_gap_pct"),
+    )
+
+
+def additivity(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Per config: does ``T_total ≈ T_vision + T_projector + T_LLM_prefill + T_lm_head`` hold?
+
+    ``other_ms`` is the median over repeats of ``t_total`` minus the four timed
+    stages (the glue between them: embedding merge, masks, ...); ``other_pct`` is
+    the median of that remainder as a share of ``t_total``. A stage that was not
+    timed counts as zero, so its time shows up in the remainder.
+    """
+    parts = pl.sum_horizontal(*(pl.col(STAGES[s]) for s in ("vision", "projector", "llm_prefill", "lm_head")))
+    total = pl.col(STAGES["total"])
+    return _per_config(
+        lf,
+        total.median().alias("total_ms"),
+        parts.median().alias("stages_ms"),
+        (total - parts).median().alias("other_ms"),
+        (100.0 * (total - parts) / total).median().alias("other_pct"),
     )
 
 

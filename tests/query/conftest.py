@@ -91,3 +91,46 @@ def write_manifest(root: Path, run_id: str, *, spec: dict | None = None, environ
 def synth():
     """This module's helpers (test modules cannot import a conftest under importlib mode)."""
     return sys.modules[__name__]
+
+
+def write_sweep(
+    root: Path,
+    costs: Costs = Costs(),
+    *,
+    profile: str = "molmo-v1",
+    families: tuple[str, ...] = ("1xk", "2xk"),
+    repeats: int = 5,
+    seed: int = 0,
+    run_id: str = "run-a",
+    skip: Iterable[tuple[int, int]] = (),
+) -> list[Record]:
+    """A sweep over real tilings (crops and tokens from `tilings`), one part per config."""
+    from tilings import enumerate_tilings, resolution_for, tiling_geometry
+
+    rng = np.random.default_rng(seed)
+    skip = {tuple(t) for t in skip}
+    written: list[Record] = []
+    for tiling, family in enumerate_tilings(profile, families):
+        if tuple(tiling) in skip:
+            continue
+        g = tiling_geometry(tiling, profile_of(profile))
+        height, width = resolution_for(tiling, profile)
+        records = [
+            planted(
+                costs, crops=g.crops, tokens=g.sequence_tokens, rng=rng, repeat=i,
+                run_id=run_id, config_id=f"cfg-{tiling.rows}x{tiling.cols}", profile=profile,
+                family=family, tiling_rows=tiling.rows, tiling_cols=tiling.cols,
+                height=height, width=width, canvas_height=g.canvas[0], canvas_width=g.canvas[1],
+                image_tokens=g.image_tokens,
+            )
+            for i in range(repeats)
+        ]
+        write_part(root, records)
+        written += records
+    return written
+
+
+def profile_of(name: str):
+    from tilings import get_profile
+
+    return get_profile(name)

@@ -34,6 +34,7 @@ class Costs:
     remainder: float = 0.5  # total - (vision + projector + llm + lm_head)
     sub_bias: float = 1.2  # llm_sub - llm_prefill
     noise: float = 0.005  # relative, per stage
+    vision_per_token: float = 0.0  # a vision cost that breaks the per-crop assumption
 
 
 def base_record(**fields) -> Record:
@@ -52,7 +53,7 @@ def planted(costs: Costs, *, crops: int, tokens: int, rng: np.random.Generator, 
     def noisy(x: float) -> float:
         return float(x * (1.0 + costs.noise * rng.standard_normal()))
 
-    vision = noisy(costs.a + costs.b * crops)
+    vision = noisy(costs.a + costs.b * crops + costs.vision_per_token * tokens)
     llm = noisy(costs.c + costs.d * tokens + costs.e * tokens**2)
     total = vision + costs.projector + llm + costs.lm_head + costs.remainder
     return base_record(

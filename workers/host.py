@@ -1,0 +1,303 @@
+"""`ModelHost`: load a model once, then measure any number of configurations.
+
+Each timed repeat is, back to back on the same inputs:
+
+1. the processor on the image (CPU, ``t_preprocess_ms``);
+2. one forward with hook timers (stage spans and ``t_total_ms``);
+3. the vision path alone (``t_vision_only_ms``) and one un-hooked prefill step
+   (``t_prefill_step_ms``, then decode steps when asked): the subtraction baseline,
+   ``t_llm_sub_ms = t_prefill_step_ms - t_vision_only_ms``.
+
+Interleaving the two methods within every repeat makes drift (clocks, heat) hit
+both alike. One synchronize follows each timed call; marks are read after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+
+from tilings import Geometry, Profile, Tiling, geometry, resolution_for, tiling_geometry
+from workers import faults
+from workers.config import MeasureConfig
+from workers.inputs import GeometryMismatchError, Prepared, check_geometry, synthetic_image
+from workers.loading import load
+from workers.models import count_parameters, resolve_device, resolve_dtype
+from workers.modulemap import module_map_for
+from workers.provenance import GpuProbe, device_info, host_info, peak_memory_bytes, reset_peak_memory, versions
+from workers.record import STATUS_FAILED, Record
+from workers.timers import HookTimer, make_clock
+
+logger = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ModelHost:
+    """A loaded model and its instruments; `measure` never raises for a per-config failure.
+
+    Raises (from the constructor):
+        ValueError: an unknown model, device or dtype, a module path that does not
+            resolve, or a Molmo v1 checkpoint without ``trust_remote_code``.
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny-molmo2",
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        attn_implementation: str | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        profile: str | Profile | None = None,
+        module_overrides: dict[str, str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.revision = revision
+        loaded = load(model, device=self.device, dtype=self.dtype, attn_implementation=attn_implementation,
+                      revision=revision, trust_remote_code=trust_remote_code, profile=profile, seed=seed)
+        self.name = loaded.name
+        self.model = loaded.model
+        self.family = loaded.family
+        self.profile: Profile = loaded.profile
+        self.inputs = loaded.inputs
+        self.source = loaded.source
+        self.module_map, self.modules = module_map_for(self.model, self.family, module_overrides)
+        self.clock = make_clock(self.device)
+        self.probe = GpuProbe(self.device)
+        self._provenance = {
+            **versions(),
+            **device_info(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
+            "hostname": host_info()["hostname"],
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """What this host runs: model, profile, device, versions, process."""
+        return {
+            "model": self.name,
+            "revision": self.revision,
+            "source": self.source,
+            "family": self.family,
+            "profile": self.profile.name,
+            "profile_fields": dataclasses.asdict(self.profile),
+            "parameters": count_parameters(self.model),
+            "modules": dict(self.modules.paths),
+            **self._provenance,
+            **host_info(),
+        }
+
+    # ----------------------------------------------------------------------------------
+    def measure(self, config: MeasureConfig) -> list[Record]:
+        """Records of one configuration: one per timed repeat, or one failed record."""
+        started = _now()
+        try:
+            faults.at_config_start(config.tiling_rows, config.tiling_cols, config.attempt)
+            with torch.inference_mode():
+                return self._measure(config, started)
+        except Exception as exc:  # any per-config failure becomes a row; the host stays usable
+            failure = (type(exc).__name__, str(exc) or repr(exc))
+            logger.warning("config %s failed: %s: %s", config.tiling_label, *failure)
+        # Outside the except block, so the traceback (and the tensors its frames hold) is gone.
+        self._free()
+        return [self._failed_record(config, started, *failure)]
+
+    def _prediction(self, config: MeasureConfig) -> tuple[tuple[int, int], Geometry]:
+        tiling = Tiling(config.tiling_rows, config.tiling_cols)
+        if config.height is None:
+            height, width = resolution_for(tiling, self.profile)
+        else:
+            height, width = config.height, config.width
+        return (height, width), geometry(height, width, self.profile)
+
+    def _measure(self, config: MeasureConfig, started: datetime) -> list[Record]:
+        (height, width), predicted = self._prediction(config)
+        what = f"{self.name} {config.tiling_label} at {height}x{width} (profile {self.profile.name!r})"
+        if tuple(predicted.tiling) != (config.tiling_rows, config.tiling_cols):
+            raise GeometryMismatchError(
+                f"{what}: that image size gives tiling {predicted.tiling.rows}x{predicted.tiling.cols}, not the "
+                "configured one; leave height/width unset to use the tiling's exact resolution"
+            )
+        image = synthetic_image(height, width, config.seed)
+        prepared_cpu = self.inputs.process(image)
+        check_geometry(prepared_cpu, predicted, what=what)
+        prepared = prepared_cpu.to(self.device, self.dtype)
+        timer = HookTimer(self.clock, self.modules, block_spans=config.block_spans)
+
+        gpu_start = self.probe.sample()
+        reset_peak_memory(self.device)
+        cold_ms = self._cold_start(prepared, config)
+        for _ in range(config.warmup):
+            self._repeat(image, prepared, timer, config)
+        samples: list[dict[str, Any]] = []
+        began = time.perf_counter()
+        while len(samples) < config.repeats or time.perf_counter() - began < config.min_duration_s:
+            samples.append(self._repeat(image, prepared, timer, config))
+        peak = peak_memory_bytes(self.device)
+        gpu_end = self.probe.sample()
+        finished = _now()
+        del prepared
+
+        base = self._base_fields(config, (height, width), predicted)
+        base.update(
+            crops_actual=prepared_cpu.crops,
+            image_tokens_actual=prepared_cpu.image_tokens,
+            seq_len=prepared_cpu.seq_len,
+            t_cold_start_ms=cold_ms,
+            peak_mem_bytes=peak,
+            sm_clock_start_mhz=gpu_start["sm_clock_mhz"], sm_clock_end_mhz=gpu_end["sm_clock_mhz"],
+            temperature_start_c=gpu_start["temperature_c"], temperature_end_c=gpu_end["temperature_c"],
+            power_start_w=gpu_start["power_w"], power_end_w=gpu_end["power_w"],
+            started_at=started, finished_at=finished,
+            extra=self._extra(prepared_cpu),
+        )
+        return [Record(**base, repeat=i, **sample) for i, sample in enumerate(samples)]
+
+    # ----------------------------------------------------------------------------------
+    def _forward_kwargs(self, prepared: Prepared, config: MeasureConfig) -> dict[str, Any]:
+        return {**prepared.forward, **self.inputs.prefill_kwargs(config.decode_tokens > 0)}
+
+    def _cold_start(self, prepared: Prepared, config: MeasureConfig) -> float:
+        """The configuration's first forward (new shapes: allocator growth, kernel selection), timed apart."""
+        faults.in_measured_region(config.tiling_rows, config.tiling_cols, config.attempt)
+        clock = self.clock
+        clock.reset()
+        start = clock.mark()
+        out = self.model(**self._forward_kwargs(prepared, config))
+        end = clock.mark()
+        clock.synchronize()
+        del out
+        return clock.elapsed_ms(start, end)
+
+    def _repeat(self, image: Any, prepared: Prepared, timer: HookTimer, config: MeasureConfig) -> dict[str, Any]:
+        faults.in_measured_region(config.tiling_rows, config.tiling_cols, config.attempt)
+        clock, model, kwargs = self.clock, self.model, self._forward_kwargs(prepared, config)
+
+        t0 = time.perf_counter_ns()
+        self.inputs.process(image)
+        preprocess_ms = (time.perf_counter_ns() - t0) / 1e6
+
+        # Hook method: one forward, stage spans from hooks.
+        clock.reset()
+        with timer.attached():
+            start = clock.mark()
+            out = model(**kwargs)
+            end = clock.mark()
+        clock.synchronize()
+        stages = timer.read()
+        total_ms = clock.elapsed_ms(start, end)
+        del out
+
+        # Subtraction method: the vision path alone, then a whole un-hooked prefill step.
+        clock.reset()
+        start = clock.mark()
+        self.inputs.vision_only(model, prepared.vision)
+        end = clock.mark()
+        clock.synchronize()
+        vision_only_ms = clock.elapsed_ms(start, end)
+
+        clock.reset()
+        ttft_ms = tpot_ms = None
+        start = clock.mark()
+        out = model(**kwargs)
+        end = clock.mark()
+        if config.decode_tokens:
+            out.logits[:, -1].argmax(-1)  # the first token is chosen here
+            first = clock.mark()
+            for step in range(config.decode_tokens):
+                out = self.inputs.decode_step(model, out, step, prepared.seq_len)
+            last = clock.mark()
+        clock.synchronize()
+        prefill_ms = clock.elapsed_ms(start, end)
+        if config.decode_tokens:
+            ttft_ms = clock.elapsed_ms(start, first)
+            tpot_ms = clock.elapsed_ms(first, last) / config.decode_tokens
+        del out
+
+        return {
+            "t_preprocess_ms": preprocess_ms,
+            "t_vision_ms": stages.ms["vision"],
+            "t_projector_ms": stages.ms["projector"],
+            "t_llm_prefill_ms": stages.ms["llm_prefill"],
+            "t_lm_head_ms": stages.ms["lm_head"],
+            "t_total_ms": total_ms,
+            "vision_calls": stages.calls["vision"],
+            "projector_calls": stages.calls["projector"],
+            "t_prefill_step_ms": prefill_ms,
+            "t_vision_only_ms": vision_only_ms,
+            "t_llm_sub_ms": prefill_ms - vision_only_ms,
+            "t_ttft_ms": ttft_ms,
+            "t_tpot_ms": tpot_ms,
+            "t_llm_blocks_ms": stages.llm_blocks_ms,
+            "t_vision_blocks_ms": stages.vision_blocks_ms,
+        }
+
+    # ----------------------------------------------------------------------------------
+    def _base_fields(self, config: MeasureConfig, size: tuple[int, int], predicted: Geometry) -> dict[str, Any]:
+        return {
+            "run_id": config.run_id,
+            "config_id": config.config_id,
+            "attempt": config.attempt,
+            "model": self.name,
+            "revision": self.revision,
+            "profile": self.profile.name,
+            "family": config.family,
+            "tiling_rows": config.tiling_rows,
+            "tiling_cols": config.tiling_cols,
+            "crops": predicted.crops,
+            "height": size[0],
+            "width": size[1],
+            "canvas_height": predicted.canvas[0],
+            "canvas_width": predicted.canvas[1],
+            "image_tokens": predicted.image_tokens,
+            "sequence_tokens": predicted.sequence_tokens,
+            "warmup": config.warmup,
+            "repeats": config.repeats,
+            "decode_tokens": config.decode_tokens,
+            **self._provenance,
+        }
+
+    def _extra(self, prepared: Prepared | None) -> str:
+        extra: dict[str, Any] = {"model_family": self.family, "modules": self.modules.paths,
+                                 "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
+        if prepared is not None:
+            extra.update(inputs=prepared.source, prompt_tokens=prepared.seq_len - prepared.sequence_tokens)
+        return json.dumps(extra, sort_keys=True)
+
+    def _failed_record(self, config: MeasureConfig, started: datetime, error_type: str, error: str) -> Record:
+        try:
+            size, predicted = self._prediction(config)
+        except ValueError:  # e.g. a tiling over max_crops: describe it without the inverse
+            predicted = tiling_geometry(Tiling(config.tiling_rows, config.tiling_cols), self.profile)
+            size = config.height and (config.height, config.width) or predicted.canvas
+        return Record(
+            **self._base_fields(config, size, predicted),
+            status=STATUS_FAILED,
+            error_type=error_type,
+            error=error,
+            started_at=started,
+            finished_at=_now(),
+            extra=self._extra(None),
+        )
+
+    def _free(self) -> None:
+        """Give back what a failed configuration held, so the next one starts clean."""
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)

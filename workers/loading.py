@@ -1,0 +1,163 @@
+"""Loading a model by name: a registered spec, or a hub id / local path through ``from_pretrained``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tilings import PROFILES, Profile, get_profile
+from workers.inputs import InputBuilder, Molmo2Inputs, MolmoV1Inputs
+from workers.models import (
+    MODELS,
+    build_registered,
+    check_profile_fits,
+    layout_from_config,
+    molmo2_image_processor,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Loaded:
+    """A model ready to measure, with what measuring it needs."""
+
+    name: str
+    model: nn.Module
+    family: str  # module-map family
+    profile: Profile
+    inputs: InputBuilder
+    source: str  # "registry" or "pretrained"
+
+
+def resolve_profile(profile: str | Profile | None) -> Profile | None:
+    """A preset name, a path to a ``preprocessor_config.json``, a `Profile`, or None.
+
+    Raises:
+        ValueError: an unknown name that is not a readable file either.
+    """
+    if profile is None or isinstance(profile, Profile):
+        return profile
+    if profile not in PROFILES and Path(profile).is_file():
+        return Profile.from_preprocessor_config(profile)
+    return get_profile(profile)
+
+
+def load(
+    name: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    attn_implementation: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    profile: str | Profile | None = None,
+    seed: int = 0,
+) -> Loaded:
+    """Load `name` onto `device`.
+
+    Raises:
+        ValueError: an unknown name, a Molmo v1 checkpoint without `trust_remote_code`,
+            an unsupported model type, or a profile the model cannot take.
+    """
+    chosen = resolve_profile(profile)
+    spec = MODELS.get(name)
+    if spec is not None:
+        if revision is not None:
+            raise ValueError(f"--revision {revision!r} applies to hub models, not to the registered model {name!r}; drop it")
+        chosen = chosen or PROFILES[spec.profile]
+        model = build_registered(spec, device=device, dtype=dtype, attn_implementation=attn_implementation, seed=seed)
+        check_profile_fits(model, chosen)
+        inputs = Molmo2Inputs(image_processor=molmo2_image_processor(chosen), layout=layout_from_config(model.config, chosen))
+        return Loaded(name=name, model=model, family=spec.family, profile=chosen, inputs=inputs, source="registry")
+    return _load_pretrained(name, device=device, dtype=dtype, attn_implementation=attn_implementation,
+                            revision=revision, trust_remote_code=trust_remote_code, profile=chosen)
+
+
+def _config_dict(source: str, revision: str | None) -> dict[str, Any]:
+    from transformers import PreTrainedConfig
+
+    try:
+        raw, _ = PreTrainedConfig.get_config_dict(source, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"model {source!r} is neither a registered model ({', '.join(MODELS)}) nor a loadable hub id or local "
+            f"path ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); pick a registered name or "
+            "a directory holding config.json"
+        ) from None
+    return raw
+
+
+def _load_pretrained(
+    source: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    attn_implementation: str | None,
+    revision: str | None,
+    trust_remote_code: bool,
+    profile: Profile | None,
+) -> Loaded:
+    raw = _config_dict(source, revision)
+    model_type = raw.get("model_type")
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if model_type == "molmo2":
+        from transformers import Molmo2ForConditionalGeneration
+
+        model = Molmo2ForConditionalGeneration.from_pretrained(source, revision=revision, dtype=dtype, **extra)
+        model = model.to(device).eval()
+        processor, image_processor = _molmo2_processors(source, revision)
+        if profile is None:
+            if image_processor is not None:
+                profile = Profile.from_preprocessor_config(image_processor.to_dict())
+            else:
+                logger.warning("%s has no preprocessor config; using the %r tiling profile", source, "molmo2")
+                profile = PROFILES["molmo2"]
+        check_profile_fits(model, profile)
+        inputs = Molmo2Inputs(
+            image_processor=image_processor if image_processor is not None else molmo2_image_processor(profile),
+            layout=layout_from_config(model.config, profile),
+            processor=processor,
+        )
+        return Loaded(name=source, model=model, family="molmo2", profile=profile, inputs=inputs, source="pretrained")
+    if model_type == "molmo":
+        if not trust_remote_code:
+            raise ValueError(
+                f"model {source!r} is a Molmo v1 checkpoint (model_type 'molmo') whose modelling code ships with the "
+                "checkpoint; pass --trust-remote-code (trust_remote_code=True) to run that code"
+            )
+        from transformers import AutoModelForCausalLM, AutoProcessor
+
+        model = AutoModelForCausalLM.from_pretrained(source, revision=revision, trust_remote_code=True, dtype=dtype, **extra)
+        model = model.to(device).eval()
+        processor = AutoProcessor.from_pretrained(source, revision=revision, trust_remote_code=True)
+        if profile is None:
+            profile = Profile.from_preprocessor_config(processor.image_processor.to_dict())
+        return Loaded(name=source, model=model, family="molmo-v1", profile=profile,
+                      inputs=MolmoV1Inputs(processor=processor), source="pretrained")
+    raise ValueError(
+        f"model {source!r} has model_type {model_type!r}; supported: 'molmo2' (native) and 'molmo' "
+        "(Molmo v1, with --trust-remote-code)"
+    )
+
+
+def _molmo2_processors(source: str, revision: str | None) -> tuple[Any, Any]:
+    """(full processor or None, image processor or None): the tokenizer may not load offline."""
+    from transformers import AutoProcessor, Molmo2ImageProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(source, revision=revision)
+        if hasattr(processor, "image_processor") and hasattr(processor, "tokenizer"):
+            return processor, processor.image_processor
+    except Exception as exc:  # no tokenizer files, offline: fall back to the image processor and the layout
+        logger.info("full processor of %s not loadable (%s: %s); using its image processor", source, type(exc).__name__, exc)
+    try:
+        return None, Molmo2ImageProcessor.from_pretrained(source, revision=revision)
+    except (OSError, ValueError) as exc:
+        logger.info("no image processor config in %s (%s)", source, exc)
+        return None, None

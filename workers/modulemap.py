@@ -1,0 +1,224 @@
+"""The module map: which modules of a model are its vision encoder, projector, LLM blocks and LM head.
+
+Known per family and overridable by dotted paths relative to the loaded model
+(``model.vision_tower``). A stage may name several modules (comma-separated):
+their spans add up. A path that does not resolve is an error that lists the
+nearest module names that do exist.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from torch import nn
+
+# Stages a map names; llm_blocks and vision_blocks are module lists.
+STAGE_KEYS = ("vision", "projector", "llm_blocks", "lm_head", "vision_blocks")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleMap:
+    """Dotted paths per stage; an empty tuple (or None) means the stage is not timed."""
+
+    vision: tuple[str, ...]
+    projector: tuple[str, ...] = ()
+    llm_blocks: str
+    lm_head: tuple[str, ...] = ()
+    vision_blocks: str | None = None
+    # Stages that must resolve for the map to describe a model (used for detection).
+    required: tuple[str, ...] = ("vision", "llm_blocks")
+
+
+FAMILY_MAPS: dict[str, ModuleMap] = {
+    # transformers' Molmo2ForConditionalGeneration.
+    "molmo2": ModuleMap(
+        vision=("model.vision_tower",),
+        projector=("model.multi_modal_projector",),
+        llm_blocks="model.language_model.layers",
+        lm_head=("lm_head",),
+        vision_blocks="model.vision_tower.layers",
+        required=("vision", "projector", "llm_blocks", "lm_head"),
+    ),
+    # Molmo v1 remote code (MolmoForCausalLM): the vision backbone holds the ViT, the
+    # pooling attention and the projector MLP as siblings; `ff_out` is absent when the
+    # output embedding is tied to the input one (then the head is not a module to hook).
+    "molmo-v1": ModuleMap(
+        vision=("model.vision_backbone.image_vit",),
+        projector=("model.vision_backbone.image_pooling_2d", "model.vision_backbone.image_projector"),
+        llm_blocks="model.transformer.blocks",
+        lm_head=("model.transformer.ff_out",),
+        vision_blocks="model.vision_backbone.image_vit.transformer.resblocks",
+        required=("vision", "llm_blocks"),
+    ),
+}
+
+
+@dataclass(slots=True)
+class ResolvedModules:
+    """The modules behind a map, ready for hooks; ``paths`` records what was used."""
+
+    vision: list[nn.Module]
+    projector: list[nn.Module]
+    llm_blocks: list[nn.Module]
+    lm_head: list[nn.Module]
+    vision_blocks: list[nn.Module]
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+def nearest_names(model: nn.Module, path: str, n: int = 5) -> list[str]:
+    """Module names of `model` closest to `path`: close matches anywhere, then the names at
+    the level where the path went wrong (the children of its deepest prefix that exists)."""
+    names = [name for name, _ in model.named_modules() if name]
+    parts = path.split(".")
+    prefix = ""
+    for i in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:i]) in names:
+            prefix = ".".join(parts[:i])
+            break
+    depth = prefix.count(".") + 1 if prefix else 0
+    level = [m for m in names if m.count(".") == depth and (not prefix or m.startswith(prefix + "."))]
+    near = difflib.get_close_matches(path, names, n=n, cutoff=0.6)
+    near += [m for m in difflib.get_close_matches(path, level, n=n, cutoff=0.0) if m not in near]
+    return near[:n]
+
+
+def resolve(model: nn.Module, path: str, stage: str = "") -> nn.Module:
+    """The submodule at dotted `path`.
+
+    Raises:
+        ValueError: the path does not resolve; the message lists the nearest names that exist.
+    """
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        near = nearest_names(model, path)
+        where = f" (stage {stage!r})" if stage else ""
+        hint = ", ".join(near) if near else "none"
+        raise ValueError(
+            f"module path {path!r}{where} does not resolve in {type(model).__name__}; nearest existing names: {hint}; "
+            f"pass an existing dotted path, e.g. --module {stage or 'vision'}={near[0] if near else 'model.<name>'}"
+        ) from None
+
+
+def _split(value: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    return tuple(value)
+
+
+def apply_overrides(base: ModuleMap, overrides: Mapping[str, str] | None) -> ModuleMap:
+    """`base` with stages replaced by dotted paths (``{"vision": "model.vit"}``).
+
+    Raises:
+        ValueError: an unknown stage name.
+    """
+    if not overrides:
+        return base
+    unknown = sorted(set(overrides) - set(STAGE_KEYS))
+    if unknown:
+        raise ValueError(f"unknown module-map stage(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(STAGE_KEYS)}")
+    changes: dict[str, object] = {}
+    for stage, value in overrides.items():
+        paths = _split(value)
+        if stage in ("llm_blocks", "vision_blocks"):
+            if len(paths) > 1:
+                raise ValueError(f"module-map stage {stage!r} takes one path to a module list, got {value!r}")
+            changes[stage] = paths[0] if paths else None
+        else:
+            changes[stage] = paths
+    return replace(base, **changes)
+
+
+def _blocks(model: nn.Module, path: str, stage: str) -> list[nn.Module]:
+    module = resolve(model, path, stage)
+    if not isinstance(module, (nn.ModuleList, nn.Sequential)) or len(module) == 0:
+        raise ValueError(
+            f"module path {path!r} (stage {stage!r}) is a {type(module).__name__}, not a non-empty ModuleList of blocks; "
+            "point it at the list of transformer blocks"
+        )
+    return list(module)
+
+
+def resolve_map(model: nn.Module, module_map: ModuleMap) -> ResolvedModules:
+    """Resolve every path of `module_map` on `model`.
+
+    Raises:
+        ValueError: a path that does not resolve, or a block path that is not a module list.
+    """
+    if not module_map.vision or not module_map.llm_blocks:
+        raise ValueError("a module map needs at least the 'vision' and 'llm_blocks' stages")
+    paths = {
+        "vision": ",".join(module_map.vision),
+        "projector": ",".join(module_map.projector),
+        "llm_blocks": module_map.llm_blocks,
+        "lm_head": ",".join(module_map.lm_head),
+        "vision_blocks": module_map.vision_blocks or "",
+    }
+    return ResolvedModules(
+        vision=[resolve(model, p, "vision") for p in module_map.vision],
+        projector=[resolve(model, p, "projector") for p in module_map.projector],
+        llm_blocks=_blocks(model, module_map.llm_blocks, "llm_blocks"),
+        lm_head=[resolve(model, p, "lm_head") for p in module_map.lm_head],
+        vision_blocks=_blocks(model, module_map.vision_blocks, "vision_blocks") if module_map.vision_blocks else [],
+        paths=paths,
+    )
+
+
+def _resolves(model: nn.Module, path: str) -> bool:
+    try:
+        model.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+def fit_map(model: nn.Module, module_map: ModuleMap) -> ModuleMap:
+    """`module_map` with the optional stages that `model` lacks dropped."""
+    changes: dict[str, object] = {}
+    for stage in ("projector", "lm_head"):
+        paths = getattr(module_map, stage)
+        if stage not in module_map.required and paths and not all(_resolves(model, p) for p in paths):
+            changes[stage] = ()
+    if module_map.vision_blocks and not _resolves(model, module_map.vision_blocks):
+        changes["vision_blocks"] = None
+    return replace(module_map, **changes)
+
+
+def detect_family(model: nn.Module) -> str:
+    """The family whose known module map fits `model`.
+
+    Raises:
+        ValueError: no known map fits; the message names the missing paths per family.
+    """
+    missing: dict[str, list[str]] = {}
+    for name, module_map in FAMILY_MAPS.items():
+        wanted = [p for stage in module_map.required for p in _split(getattr(module_map, stage))]
+        absent = [p for p in wanted if not _resolves(model, p)]
+        if not absent:
+            return name
+        missing[name] = absent
+    detail = "; ".join(f"{name}: missing {', '.join(paths)}" for name, paths in missing.items())
+    raise ValueError(
+        f"cannot tell the module layout of {type(model).__name__} ({detail}); pass the stages by hand, e.g. "
+        "--module vision=<path> --module llm_blocks=<path>"
+    )
+
+
+def module_map_for(
+    model: nn.Module, family: str | None = None, overrides: Mapping[str, str] | None = None
+) -> tuple[ModuleMap, ResolvedModules]:
+    """The map for `model` (its family's, detected when `family` is None, then overridden), resolved.
+
+    Raises:
+        ValueError: an unknown family, no family fits, or a path that does not resolve.
+    """
+    if family is None:
+        family = detect_family(model)
+    if family not in FAMILY_MAPS:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILY_MAPS)}")
+    module_map = apply_overrides(fit_map(model, FAMILY_MAPS[family]), overrides)
+    return module_map, resolve_map(model, module_map)

@@ -1,0 +1,88 @@
+"""`tilesweep status`: per crop count and per tiling, what a run has done, failed and still misses.
+
+"Planned" is every config any `run` or `fill` of the run planned (kept in its
+manifest); a config is done when an attempt is ok, failed when its latest attempt
+failed and none is ok, missing when no part exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from typing import IO, Any
+
+from orchestrator.errors import UsageError
+
+HELP = "what is done, missing and failed, per crop count and tiling"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", metavar="DIR", default="results", help="results directory (default results)")
+    parser.add_argument("--run-id", metavar="ID", help="run to report (default: the latest under --results)")
+
+
+def run_status(results: str, run_id: str | None) -> dict[str, Any]:
+    """``{"run_id", "by_crops": {n: counts}, "by_tiling": {label: counts}, "total": counts}``.
+
+    Raises:
+        UsageError: no run under `results`, or no such run id.
+    """
+    from orchestrator.store import RunStore, latest_run, list_runs
+
+    if run_id is None:
+        run_id = latest_run(results)
+        if run_id is None:
+            raise UsageError(f"no run under {results!r}; start one with `tilesweep run` or pass --results DIR")
+    store = RunStore(results, run_id)
+    manifest = store.read_manifest()
+    if manifest is None:
+        known = ", ".join(r for _, r in list_runs(results)) or "none"
+        raise UsageError(f"no run {run_id!r} under {results!r}; runs there: {known}")
+    outcomes = store.outcomes()
+    planned: dict[str, dict[str, Any]] = dict(manifest.get("planned", {}))
+    by_crops: dict[int, dict[str, int]] = defaultdict(_zero)
+    by_tiling: dict[str, dict[str, Any]] = {}
+    total = _zero()
+    for cid, config in planned.items():
+        outcome = outcomes.get(cid)
+        state = "missing" if outcome is None else ("done" if outcome.status == "ok" else "failed")
+        for counts in (by_crops[config["crops"]], total):
+            counts["planned"] += 1
+            counts[state] += 1
+        row = by_tiling.setdefault(config["tiling"], {"crops": config["crops"], "family": config["family"],
+                                                      "image_tokens": config["image_tokens"], **_zero()})
+        row["planned"] += 1
+        row[state] += 1
+    return {"run_id": run_id, "model": manifest.get("spec", {}).get("model"),
+            "profile": manifest.get("profile", {}).get("name"), "by_crops": dict(sorted(by_crops.items())),
+            "by_tiling": dict(sorted(by_tiling.items(), key=lambda kv: (kv[1]["crops"], kv[0]))), "total": total}
+
+
+def _zero() -> dict[str, int]:
+    return {"planned": 0, "done": 0, "failed": 0, "missing": 0}
+
+
+def format_status(status: dict[str, Any]) -> str:
+    t = status["total"]
+    lines = [f"run {status['run_id']} ({status['model']}, profile {status['profile']}): "
+             f"{t['done']}/{t['planned']} done, {t['failed']} failed, {t['missing']} missing", ""]
+    lines += _table(["crops", "planned", "done", "failed", "missing"],
+                    [[n, c["planned"], c["done"], c["failed"], c["missing"]] for n, c in status["by_crops"].items()])
+    lines.append("")
+    lines += _table(["tiling", "family", "crops", "img_tok", "done", "failed", "missing"],
+                    [[k, r["family"], r["crops"], r["image_tokens"], r["done"], r["failed"], r["missing"]]
+                     for k, r in status["by_tiling"].items()])
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [header, *[[str(v) for v in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+
+
+def main(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
+    status = run_status(args.results, args.run_id)
+    (stdout or sys.stdout).write(format_status(status) + "\n")
+    return 0

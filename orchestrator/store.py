@@ -1,0 +1,205 @@
+"""The results store: atomic Parquet parts and the run manifest. Only the driver writes.
+
+Layout::
+
+    <results>/<run_id>/manifest.json
+    <results>/<run_id>/part-<config_id>-<attempt>.parquet
+
+Every file is written under a ``.tmp-`` name in the same directory, flushed to
+disk, then renamed over its final name (`os.replace` is atomic within one file
+system). A crash or Ctrl-C at any moment therefore leaves only whole files under
+their final names, plus perhaps a ``.tmp-*`` file that readers ignore and the
+next run removes. A part is never overwritten: each dispatch of a config has its
+own attempt number, and readers (`orchestrator.query.scan`) keep one attempt per
+config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from orchestrator.schema import SCHEMA, records_to_table
+from workers.record import STATUS_FAILED, STATUS_OK, Record
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_PART = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet$")
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A fresh run id: UTC time to the second plus 4 random hex digits, e.g. ``20261126-143012-ab12``."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def list_runs(results: str | Path) -> list[tuple[str, str]]:
+    """``(created_at, run_id)`` of every run with a manifest under `results`, oldest first."""
+    root = Path(results)
+    runs = []
+    for manifest in root.glob(f"*/{MANIFEST}"):
+        try:
+            created = json.loads(manifest.read_text()).get("created_at", "")
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("ignoring unreadable %s: %s", manifest, exc)
+            continue
+        runs.append((str(created), manifest.parent.name))
+    return sorted(runs)
+
+
+def latest_run(results: str | Path) -> str | None:
+    """The run id whose manifest was created last, or None when `results` holds no run."""
+    runs = list_runs(results)
+    return runs[-1][1] if runs else None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a run holds for one config after deduplication."""
+
+    status: str  # ok | failed
+    attempt: int
+
+
+class RunStore:
+    """One run's directory: writes parts and the manifest, reads back what is done."""
+
+    def __init__(self, results: str | Path, run_id: str):
+        self.results = Path(results)
+        self.run_id = run_id
+        self.dir = self.results / run_id
+
+    # ----- manifest -----
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / MANIFEST
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest, or None when the run does not exist yet."""
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        self._atomic_write(self.manifest_path, lambda tmp: tmp.write_bytes(data))
+
+    # ----- parts -----
+    def part_path(self, config_id: str, attempt: int) -> Path:
+        return self.dir / f"part-{config_id}-{attempt}.parquet"
+
+    def write_part(self, records: Iterable[Record]) -> Path:
+        """Write one attempt of one config (all its rows) as one Parquet file, atomically.
+
+        Raises:
+            ValueError: the records are empty, mix configs or attempts, belong to
+                another run, or do not fit `SCHEMA`.
+            FileExistsError: that attempt was already written (attempts are never reused).
+        """
+        records = list(records)
+        if not records:
+            raise ValueError("write_part got no records; a config's part holds at least one row")
+        keys = {(r.run_id, r.config_id, r.attempt) for r in records}
+        if len(keys) != 1:
+            raise ValueError(f"one part holds one config attempt, got {sorted(keys)}")
+        run_id, config_id, attempt = keys.pop()
+        if run_id != self.run_id:
+            raise ValueError(f"records of run {run_id!r} written to run {self.run_id!r}")
+        if not _PART.match(f"part-{config_id}-{attempt}.parquet"):
+            raise ValueError(f"config_id {config_id!r} must be hex digits and attempt {attempt!r} >= 0")
+        bad = sorted({r.status for r in records} - {STATUS_OK, STATUS_FAILED})
+        if bad:
+            raise ValueError(f"record status {bad[0]!r} is not one of {STATUS_OK!r}, {STATUS_FAILED!r}")
+        table = records_to_table(records)
+        if not table.schema.equals(SCHEMA):
+            raise ValueError(f"part schema differs from SCHEMA: {table.schema} vs {SCHEMA}")
+        path = self.part_path(config_id, attempt)
+        if path.exists():
+            raise FileExistsError(f"{path} exists; every attempt gets a new number, this is a driver bug")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        return path
+
+    def attempts_on_disk(self) -> dict[str, int]:
+        """Highest attempt number written so far per config id (from the part names)."""
+        highest: dict[str, int] = {}
+        if not self.dir.is_dir():
+            return highest
+        for path in self.dir.iterdir():
+            m = _PART.match(path.name)
+            if m:
+                cid, attempt = m.group("config_id"), int(m.group("attempt"))
+                highest[cid] = max(attempt, highest.get(cid, 0))
+        return highest
+
+    def outcomes(self) -> dict[str, Outcome]:
+        """Per config id: the attempt readers keep (latest ok, else latest failed) and its status."""
+        if not self.dir.is_dir():
+            return {}
+        from orchestrator.query import scan
+
+        frame = (scan(self.dir).select("config_id", "attempt", "status")
+                 .unique(subset=["config_id"]).collect())
+        return {cid: Outcome(status=status, attempt=attempt)
+                for cid, attempt, status in frame.iter_rows()}
+
+    def done(self) -> set[str]:
+        """Config ids with an ok result."""
+        return {cid for cid, o in self.outcomes().items() if o.status == STATUS_OK}
+
+    def remove_temporaries(self) -> int:
+        """Delete ``.tmp-*`` files a killed driver left behind; returns how many."""
+        if not self.dir.is_dir():
+            return 0
+        removed = 0
+        for path in self.dir.glob(".tmp-*"):
+            path.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            log.info("removed %d unfinished temporary file(s) in %s", removed, self.dir)
+        return removed
+
+    # ----- the one way a file is written -----
+    @staticmethod
+    def _atomic_write(path: Path, write) -> None:
+        tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+        try:
+            write(tmp)
+            # The data must be on disk before the rename makes it visible.
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

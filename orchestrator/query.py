@@ -163,8 +163,18 @@ def _stage_aggs(stages: Iterable[str] = STAGES) -> list[pl.Expr]:
     return aggs
 
 
-def _tiling_label() -> pl.Expr:
-    return pl.format("{}x{}", pl.col("tiling_rows"), pl.col("tiling_cols")).alias("tiling")
+def tiling_label() -> pl.Expr:
+    """``"2x4"``. Built with `concat_str`: `pl.format` panics in polars 2.1's streaming
+    engine when it follows a filter over an in-memory frame."""
+    return pl.concat_str([pl.col("tiling_rows"), pl.col("tiling_cols")], separator="x").alias("tiling")
+
+
+def tiling_list(mask: pl.Expr | None = None) -> pl.Expr:
+    """In an aggregation: the group's distinct tilings, ordered by (rows, cols), as ``"1x8, 2x4"``."""
+    label, keys = tiling_label(), [pl.col("tiling_rows"), pl.col("tiling_cols")]
+    if mask is not None:
+        label, keys = label.filter(mask), [k.filter(mask) for k in keys]
+    return label.sort_by(keys).unique(maintain_order=True).str.join(", ")
 
 
 def summary(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
@@ -181,7 +191,7 @@ def summary(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
         .group_by(list(KEYS))
         .agg(
             *(pl.col(c).first() for c in CONFIG_COLUMNS),
-            _tiling_label().first(),
+            tiling_label().first(),
             ok.sum().cast(pl.Int64).alias("n"),
             *_stage_aggs(),
         )
@@ -212,7 +222,7 @@ def by_crops(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
         _ok_rows(lf)
         .group_by(["run_id", "model", "profile", "crops"])
         .agg(
-            _tiling_label().unique().sort().str.join(", ").alias("tilings"),
+            tiling_list().alias("tilings"),
             pl.col("config_id").n_unique().alias("n_configs"),
             pl.len().alias("n"),
             pl.col(TOKENS).min().alias("tokens_min"),
@@ -233,7 +243,7 @@ def by_tokens(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
         _ok_rows(lf)
         .group_by(["run_id", "model", "profile", TOKENS])
         .agg(
-            _tiling_label().unique().sort().str.join(", ").alias("tilings"),
+            tiling_list().alias("tilings"),
             pl.col("image_tokens").first(),
             pl.col("crops").first(),
             pl.col("config_id").n_unique().alias("n_configs"),
@@ -291,7 +301,7 @@ def missing(lf: pl.LazyFrame | pl.DataFrame, planned: Any) -> pl.LazyFrame:
 def _per_config(lf: pl.LazyFrame | pl.DataFrame, *aggs: pl.Expr) -> pl.LazyFrame:
     return (
         _ok_rows(lf)
-        .with_columns(_tiling_label())
+        .with_columns(tiling_label())
         .group_by(list(KEYS))
         .agg(*(pl.col(c).first() for c in _PER_CONFIG), pl.len().alias("n"), *aggs)
         .sort(_ORDER)

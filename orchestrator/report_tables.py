@@ -27,7 +27,9 @@ def format_value(value: object) -> str:
             return f"{value:.1f}"
         if magnitude >= 1 or magnitude == 0:
             return f"{value:.3f}"
-        return f"{value:.4g}"
+        if magnitude >= 0.001:
+            return f"{value:.4f}"
+        return f"{value:.3e}"
     if isinstance(value, datetime):
         return value.isoformat(sep=" ", timespec="seconds")
     if isinstance(value, (list, tuple)):

@@ -88,7 +88,7 @@ def write_manifest(root: Path, run_id: str, *, spec: dict | None = None, environ
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def synth():
     """This module's helpers (test modules cannot import a conftest under importlib mode)."""
     return sys.modules[__name__]

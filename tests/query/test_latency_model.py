@@ -13,11 +13,12 @@ from tilings import geometry
 COSTS = dict(a=4.0, b=6.0, c=8.0, d=0.03, e=1.5e-5, noise=0.005)
 
 
-@pytest.fixture
-def sweep(tmp_path, synth):
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, synth):
+    root = tmp_path_factory.mktemp("sweep")
     costs = synth.Costs(**COSTS)
-    records = synth.write_sweep(tmp_path, costs, families=("1xk", "2xk"), repeats=9, seed=3)
-    return costs, records, query.scan(tmp_path)
+    records = synth.write_sweep(root, costs, families=("1xk", "2xk"), repeats=9, seed=3)
+    return costs, records, query.scan(root)
 
 
 def test_fit_recovers_planted_coefficients_within_5_percent(sweep):

@@ -1,0 +1,227 @@
+"""`tilesweep report`: figures, tables, a self-contained report.html and report.md.
+
+One section per run: the environment, four figures (stacked stages per tiling,
+growth with tokens per family, hook vs subtraction, the fitted latency model)
+and the tables (summary, method gap, additivity, coverage of crop counts,
+latency model). Every figure is written as a PNG next to the HTML and also
+embedded in it, so the HTML can be mailed on its own; the Markdown holds the
+same tables, for pasting.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+import tilings
+from orchestrator import latency_model, query, report_plots
+from orchestrator.report_tables import to_html, to_markdown
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = (
+    "tiling", "family", "crops", "image_tokens", query.TOKENS, "n", "status",
+    *(query.stat_column(s, "median") for s in ("vision", "projector", "llm_prefill", "lm_head", "total")),
+    query.stat_column("total", "p5"), query.stat_column("total", "p95"), query.stat_column("llm_sub", "median"), "error",
+)
+PROVENANCE = ("device", "gpu_name", "gpu_driver", "cuda_version", "dtype", "attn_implementation", "torch_version",
+              "transformers_version", "tilesweep_version", "hostname")
+_CONFIG = ("tiling", "family", "crops", "image_tokens", query.TOKENS, "n")
+GAP_COLUMNS = (*_CONFIG, "hook_llm_ms", "sub_llm_ms", "llm_gap_ms", "llm_gap_pct",
+               "hook_total_ms", "sub_total_ms", "total_gap_ms", "total_gap_pct")
+ADDITIVITY_COLUMNS = (*_CONFIG, "total_ms", "stages_ms", "other_ms", "other_pct")
+# Image sizes (height, width) the report predicts with the fitted model.
+EXAMPLE_SIZES = ((480, 640), (720, 1280), (1080, 1920), (2048, 2048))
+
+
+@dataclass(kw_only=True, slots=True)
+class Section:
+    run_id: str
+    title: str
+    images: list[tuple[str, str, bytes]] = field(default_factory=list)  # (file name, caption, png)
+    tables: list[tuple[str, pl.DataFrame]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def coverage(rows: pl.DataFrame) -> pl.DataFrame:
+    """Per profile and crop count: the tilings that give it, which were measured ok, which failed."""
+    frames = []
+    for (profile_name,), prof_rows in rows.group_by("profile", maintain_order=True):
+        try:
+            profile = tilings.get_profile(profile_name)
+            crops = list(tilings.crop_range(profile))
+            possible = [", ".join(str(t) for t in tilings.tilings_for_crops(c, profile)) for c in crops]
+        except ValueError:  # a profile built from a config file: only what was measured is known
+            crops = sorted(prof_rows["crops"].unique().to_list())
+            possible = [""] * len(crops)
+        ok = pl.col("status") == "ok"
+        measured = prof_rows.group_by("crops").agg(
+            query.tiling_list(ok).alias("ok_tilings"), query.tiling_list(~ok).alias("failed_tilings")
+        )
+        absent = query.missing(prof_rows, crops).collect()["crops"]
+        frames.append(
+            pl.DataFrame({"profile": profile_name, "crops": crops, "possible_tilings": possible},
+                         schema_overrides={"crops": pl.Int64})
+            .join(measured, on="crops", how="left")
+            .with_columns(
+                pl.when(~pl.col("crops").is_in(absent.implode())).then(pl.lit("ok"))
+                .when(pl.col("failed_tilings").fill_null("") != "").then(pl.lit("failed"))
+                .otherwise(pl.lit("missing")).alias("status")
+            )
+        )
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def environment(manifest: dict[str, Any] | None, rows: pl.DataFrame) -> pl.DataFrame:
+    """Key/value rows: the manifest's environment, then what the records themselves carry."""
+    items: dict[str, str] = {}
+    _flatten("", (manifest or {}).get("environment", {}), items)
+    table = [{"key": k, "value": v, "source": "manifest"} for k, v in items.items()]
+    for col in PROVENANCE:
+        values = rows[col].drop_nulls().unique().sort().to_list()
+        if values and values != [""]:
+            table.append({"key": col, "value": ", ".join(map(str, values)), "source": "records"})
+    return pl.DataFrame(table, schema={"key": pl.String, "value": pl.String, "source": pl.String})
+
+
+def _model_tables(model: latency_model.LatencyModel) -> list[tuple[str, pl.DataFrame]]:
+    sep = model.separability
+    share = lambda v: None if v is None else 100.0 * v  # noqa: E731
+    separability = pl.DataFrame([{
+        "rank_of_[1,crops,tokens]": sep.rank, "condition": sep.condition, "separable": sep.separable,
+        "crops_with_several_token_counts": ", ".join(map(str, sep.shared_crops)),
+        "vision_token_share_pct": share(sep.vision_token_share), "llm_crop_share_pct": share(sep.llm_crop_share),
+    }])
+    predictions = pl.DataFrame([{"height": h, "width": w, **model.predict(h, w)} for h, w in EXAMPLE_SIZES])
+    return [("Latency model (least squares on per-config medians)", model.table()),
+            ("Separability of crops and tokens in this sweep", separability),
+            ("Predicted stage times for common image sizes", predictions)]
+
+
+def _slug(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id) or "run"
+
+
+def build_section(run_id: str, rows: pl.DataFrame, manifest: dict[str, Any] | None) -> Section:
+    first = rows.row(0, named=True)
+    title = f"{first['model']} · {first['profile']} · {first['gpu_name'] or first['device']}"
+    section = Section(run_id=run_id, title=title)
+    slug = _slug(run_id)
+    summary = query.summary(rows).collect()
+    measured = summary.filter(pl.col("n") > 0)
+    gap, add = query.method_gap(rows).collect(), query.additivity(rows).collect()
+
+    def image(kind: str, caption: str, fig) -> None:
+        section.images.append((f"{kind}-{slug}.png", caption, report_plots.png_bytes(fig)))
+
+    if measured.height:
+        image("stages", "Median stage times per tiling, ordered by tokens", report_plots.stacked_stages(measured, title))
+        image("growth", "Stage time against tokens, one line per tiling family", report_plots.growth(measured, title))
+        image("methods", "Hook vs subtraction per config", report_plots.methods(gap, title))
+    else:
+        section.notes.append("no config of this run was measured ok; only the failures are listed")
+    try:
+        model = latency_model.fit(rows)
+    except ValueError as exc:
+        section.notes.append(f"latency model not fitted: {exc}")
+        model = None
+    if model is not None:
+        image("model", "The fitted latency model over the per-config medians", report_plots.model_fit(model, title))
+
+    section.tables += [
+        ("Environment", environment(manifest, rows)),
+        ("Summary (ms; medians unless named)", summary.select(SUMMARY_COLUMNS)),
+        ("Method gap: subtraction vs hook (ms, % of hook)", gap.select(GAP_COLUMNS)),
+        ("Additivity: total minus the timed stages (ms, % of total)", add.select(ADDITIVITY_COLUMNS)),
+        ("Coverage of crop counts", coverage(rows)),
+    ]
+    if model is not None:
+        section.tables += _model_tables(model)
+    return section
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:2px 6px}
+th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:1em 0}img{max-width:100%}figcaption{font-size:13px;color:#555}.note{color:#a33}"""
+
+
+def render_html(sections: list[Section], source: str) -> str:
+    parts = [f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>tilesweep report</title>"
+             f"<style>{_CSS}</style></head><body>\n<h1>tilesweep report</h1>\n<p>Results: <code>{html.escape(source)}</code></p>"]
+    for s in sections:
+        parts.append(f"<h2>Run {html.escape(s.run_id)}: {html.escape(s.title)}</h2>")
+        parts += [f'<p class="note">{html.escape(n)}</p>' for n in s.notes]
+        for name, caption, png in s.images:
+            data = base64.b64encode(png).decode()
+            parts.append(f'<figure><img src="data:image/png;base64,{data}" data-file="{name}" alt="{html.escape(caption)}">'
+                         f'<figcaption>{html.escape(caption)} (<a href="{name}">{name}</a>)</figcaption></figure>')
+        for heading, table in s.tables:
+            parts.append(f"<h3>{html.escape(heading)}</h3>\n{to_html(table)}")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def render_markdown(sections: list[Section], source: str) -> str:
+    parts = [f"# tilesweep report\n\nResults: `{source}`\n"]
+    for s in sections:
+        parts.append(f"## Run {s.run_id}: {s.title}\n")
+        parts += [f"> {n}\n" for n in s.notes]
+        parts += [f"![{caption}]({name})\n" for name, caption, _ in s.images]
+        parts += [f"### {heading}\n\n{to_markdown(table)}" for heading, table in s.tables]
+    return "\n".join(parts)
+
+
+def build(results: str | Path | list, out_dir: str | Path, *, run_ids: list[str] | None = None) -> list[Path]:
+    """Write the report for `results` into `out_dir`; returns the files written.
+
+    Raises:
+        ValueError: `out_dir` is a file, `results` does not exist or holds no rows.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"report directory {str(out)!r} exists and is a file; pass a directory (it is created if missing)")
+    lf = query.scan(results)
+    if run_ids:
+        lf = lf.filter(pl.col("run_id").is_in(run_ids))
+    rows = lf.collect()
+    if rows.height == 0:
+        wanted = f" for run(s) {', '.join(run_ids)}" if run_ids else ""
+        raise ValueError(f"no result rows under {str(results)!r}{wanted}; run `tilesweep run` first or check the path")
+    manifests = query.manifests(results)
+    sections = [
+        build_section(run_id, run_rows, manifests.get(run_id))
+        for (run_id,), run_rows in rows.sort("run_id").group_by("run_id", maintain_order=True)
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for s in sections:
+        for name, _, png in s.images:
+            (out / name).write_bytes(png)
+            written.append(out / name)
+    tables = {"summary": query.summary(rows), "method_gap": query.method_gap(rows), "additivity": query.additivity(rows)}
+    for name, table in tables.items():
+        path = out / f"{name}.csv"
+        table.collect().write_csv(path)
+        written.append(path)
+    for name, text in (("report.html", render_html(sections, str(results))), ("report.md", render_markdown(sections, str(results)))):
+        (out / name).write_text(text, encoding="utf-8")
+        written.append(out / name)
+    log.info("report written to %s (%d files)", out, len(written))
+    return written

@@ -1,0 +1,96 @@
+"""`tilesweep report` on synthetic results: files, images, tables, coverage, refusals."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from orchestrator import cli, report
+
+_spec = importlib.util.spec_from_file_location("report_checks", Path(__file__).with_name("report_checks.py"))
+checks = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("report_checks", checks)
+_spec.loader.exec_module(checks)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, synth):
+    """One report over a sweep with two removed tilings and a failed one (built once: plotting is slow)."""
+    root = tmp_path_factory.mktemp("results")
+    # 1xk and 2xk without 1x6 and 2x3 (crops 7 absent) and with 1x9 failed (crops 10: only the failure).
+    records = synth.write_sweep(root, families=("1xk", "2xk"), skip=[(1, 6), (2, 3), (1, 9)], repeats=4)
+    synth.write_part(root, [synth.failed(config_id="cfg-1x9", profile="molmo-v1", tiling_rows=1, tiling_cols=9, crops=10)])
+    synth.write_manifest(root, "run-a", environment={"python": "3.11.7", "gpus": {"count": 0}})
+    out = root.parent / "report"
+    rc = cli.main(["report", str(root), "-o", str(out)])
+    assert rc == 0
+    configs = len({r.config_id for r in records}) + 1
+    return out, configs
+
+
+def test_report_files_and_images(built):
+    out, _ = built
+    html = (out / "report.html").read_text()
+    names = checks.check_images(out, html)
+    assert sorted(n.split("-")[0] for n in names) == ["growth", "methods", "model", "stages"]
+    md = (out / "report.md").read_text()
+    assert all(f"]({n})" in md for n in names)
+    assert {p.name for p in out.iterdir()} == {*names, "report.html", "report.md", "summary.csv",
+                                               "method_gap.csv", "additivity.csv"}
+
+
+def test_report_tables_have_one_row_per_config(built):
+    out, configs = built
+    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    sections = checks.html_sections(html)
+    summary = next(k for k in sections if k.startswith("Summary"))
+    gap = next(k for k in sections if k.startswith("Method gap"))
+    add = next(k for k in sections if k.startswith("Additivity"))
+    # The failed config is in the summary (with its error) but has no timings to compare.
+    assert checks.html_table_rows(sections[summary]) == configs
+    assert checks.html_table_rows(sections[gap]) == checks.html_table_rows(sections[add]) == configs - 1
+    assert checks.markdown_table_rows(md, summary) == configs
+    assert checks.markdown_table_rows(md, gap) == configs - 1
+    assert "CUDA out of memory" in sections[summary]
+    assert pl.read_csv(out / "summary.csv").height == configs
+    assert "python" in sections["Environment"] and "3.11.7" in sections["Environment"]
+
+
+def test_report_coverage_marks_missing_and_failed_crop_counts(built):
+    out, _ = built
+    md = (out / "report.md").read_text()
+    rows = [line.split("|") for line in md.split("### Coverage of crop counts")[1].split("###")[0].splitlines()
+            if line.startswith("| molmo-v1")]
+    status = {int(r[2]): r[-2].strip() for r in rows}
+    assert len(status) == 12  # molmo-v1: crops 2..13
+    assert status[7] == "missing" and status[10] == "failed"
+    assert {c for c, s in status.items() if s == "ok"} == set(range(2, 14)) - {7, 10}
+
+
+def test_report_refuses_a_file_as_directory_and_empty_results(tmp_path, synth, capsys):
+    synth.write_sweep(tmp_path / "res", families=("1xk",), repeats=2)
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    assert cli.main(["report", str(tmp_path / "res"), "-o", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "taken" in err and "is a file" in err
+    assert target.read_text() == "keep me"
+
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) == 2
+    assert "no result rows" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_notes_an_unfittable_model_and_keeps_the_rest(tmp_path, synth):
+    synth.write_sweep(tmp_path / "res", families=("1xk",), repeats=2, skip=[(1, k) for k in range(3, 13)])
+    written = report.build(tmp_path / "res", tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "latency model not fitted" in html and "need at least 3" in html
+    assert not any(p.name.startswith("model-") for p in written)
+    assert len(checks.check_images(tmp_path / "out", html)) == 3

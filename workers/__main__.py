@@ -1,0 +1,104 @@
+"""``python -m workers``: measure configurations of one model without Ray.
+
+Examples::
+
+    python -m workers --model tiny-molmo2 --tiling 1x3 --repeats 5 --warmup 2
+    python -m workers --tiling 1x1,1x4,2x2 --json > records.json
+
+Prints a per-stage table (median, p5, p95 in ms) for the hook and the
+subtraction method, or with ``--json`` the records as a JSON list. Exit status:
+0 when every configuration succeeded, 1 when one failed, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from workers.config import MeasureConfig, parse_tiling
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workers", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny-molmo2",
+                   help="registered model (tiny-molmo2, tiny-molmo-v1, molmo2-4b-arch, molmo2-8b-arch), hub id or local path")
+    p.add_argument("--tiling", action="append", default=None,
+                   help="tiling RxC; repeat or comma-separate for several (default 1x3)")
+    p.add_argument("--height", type=int, help="image height in px (default: the tiling's exact resolution)")
+    p.add_argument("--width", type=int, help="image width in px (with --height)")
+    p.add_argument("--repeats", type=int, default=10, help="least timed repeats per tiling (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up repeats (default 3)")
+    p.add_argument("--min-duration", type=float, default=0.0, help="keep repeating until this many seconds passed")
+    p.add_argument("--decode", type=int, default=0, help="forced tokens to decode after the prefill (default 0)")
+    p.add_argument("--block-spans", action="store_true", help="also time every LLM and vision block")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--attn", dest="attn_implementation", help="attention implementation (sdpa, eager, ...)")
+    p.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own code (Molmo v1)")
+    p.add_argument("--profile", help="tiling profile name or preprocessor_config.json (default: the model's)")
+    p.add_argument("--module", action="append", default=[], metavar="STAGE=PATH",
+                   help="override a module-map stage (vision, projector, llm_blocks, lm_head, vision_blocks)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic image and random weights")
+    p.add_argument("--threads", type=int, help="torch intra-op threads on the CPU")
+    p.add_argument("--json", action="store_true", help="print the records as a JSON list")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return p
+
+
+def parse_modules(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        stage, sep, path = item.partition("=")
+        if not sep or not stage or not path:
+            raise ValueError(f"bad --module {item!r}: write STAGE=dotted.path, e.g. --module vision=model.vision_tower")
+        out[stage.strip()] = path.strip()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    tilings = [parse_tiling(t) for arg in (args.tiling or ["1x3"]) for t in arg.split(",") if t.strip()]
+    configs = [
+        MeasureConfig(tiling_rows=r, tiling_cols=c, height=args.height, width=args.width, warmup=args.warmup,
+                      repeats=args.repeats, min_duration_s=args.min_duration, decode_tokens=args.decode,
+                      block_spans=args.block_spans, seed=args.seed)
+        for r, c in tilings
+    ]
+    modules = parse_modules(args.module)
+
+    import torch
+
+    from workers.host import ModelHost
+    from workers.record import STATUS_OK
+    from workers.summary import format_table, to_jsonable
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    host = ModelHost(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attn_implementation,
+                     revision=args.revision, trust_remote_code=args.trust_remote_code, profile=args.profile,
+                     module_overrides=modules or None, seed=args.seed)
+    records = [record for config in configs for record in host.measure(config)]
+    if args.json:
+        json.dump([to_jsonable(r) for r in records], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_table(records))
+    return 0 if all(r.status == STATUS_OK for r in records) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -21,8 +20,8 @@ from typing import Any
 
 import polars as pl
 
-import tilings
 from orchestrator import latency_model, query, report_plots
+from orchestrator.report_data import coverage, environment, not_done, planned_configs
 from orchestrator.report_tables import to_html, to_markdown
 
 log = logging.getLogger(__name__)
@@ -32,8 +31,6 @@ SUMMARY_COLUMNS = (
     *(query.stat_column(s, "median") for s in ("vision", "projector", "llm_prefill", "lm_head", "total")),
     query.stat_column("total", "p5"), query.stat_column("total", "p95"), query.stat_column("llm_sub", "median"), "error",
 )
-PROVENANCE = ("device", "gpu_name", "gpu_driver", "cuda_version", "dtype", "attn_implementation", "torch_version",
-              "transformers_version", "tilesweep_version", "hostname")
 _CONFIG = ("tiling", "family", "crops", "image_tokens", query.TOKENS, "n")
 GAP_COLUMNS = (*_CONFIG, "hook_llm_ms", "sub_llm_ms", "llm_gap_ms", "llm_gap_pct",
                "hook_total_ms", "sub_total_ms", "total_gap_ms", "total_gap_pct")
@@ -49,55 +46,6 @@ class Section:
     images: list[tuple[str, str, bytes]] = field(default_factory=list)  # (file name, caption, png)
     tables: list[tuple[str, pl.DataFrame]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def coverage(rows: pl.DataFrame) -> pl.DataFrame:
-    """Per profile and crop count: the tilings that give it, which were measured ok, which failed."""
-    frames = []
-    for (profile_name,), prof_rows in rows.group_by("profile", maintain_order=True):
-        try:
-            profile = tilings.get_profile(profile_name)
-            crops = list(tilings.crop_range(profile))
-            possible = [", ".join(str(t) for t in tilings.tilings_for_crops(c, profile)) for c in crops]
-        except ValueError:  # a profile built from a config file: only what was measured is known
-            crops = sorted(prof_rows["crops"].unique().to_list())
-            possible = [""] * len(crops)
-        ok = pl.col("status") == "ok"
-        measured = prof_rows.group_by("crops").agg(
-            query.tiling_list(ok).alias("ok_tilings"), query.tiling_list(~ok).alias("failed_tilings")
-        )
-        absent = query.missing(prof_rows, crops).collect()["crops"]
-        frames.append(
-            pl.DataFrame({"profile": profile_name, "crops": crops, "possible_tilings": possible},
-                         schema_overrides={"crops": pl.Int64})
-            .join(measured, on="crops", how="left")
-            .with_columns(
-                pl.when(~pl.col("crops").is_in(absent.implode())).then(pl.lit("ok"))
-                .when(pl.col("failed_tilings").fill_null("") != "").then(pl.lit("failed"))
-                .otherwise(pl.lit("missing")).alias("status")
-            )
-        )
-    return pl.concat(frames) if frames else pl.DataFrame()
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out[prefix] = value if isinstance(value, str) else json.dumps(value, default=str)
-
-
-def environment(manifest: dict[str, Any] | None, rows: pl.DataFrame) -> pl.DataFrame:
-    """Key/value rows: the manifest's environment, then what the records themselves carry."""
-    items: dict[str, str] = {}
-    _flatten("", (manifest or {}).get("environment", {}), items)
-    table = [{"key": k, "value": v, "source": "manifest"} for k, v in items.items()]
-    for col in PROVENANCE:
-        values = rows[col].drop_nulls().unique().sort().to_list()
-        if values and values != [""]:
-            table.append({"key": col, "value": ", ".join(map(str, values)), "source": "records"})
-    return pl.DataFrame(table, schema={"key": pl.String, "value": pl.String, "source": pl.String})
 
 
 def _model_tables(model: latency_model.LatencyModel) -> list[tuple[str, pl.DataFrame]]:
@@ -126,6 +74,7 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: dict[str, Any] | No
     summary = query.summary(rows).collect()
     measured = summary.filter(pl.col("n") > 0)
     gap, add = query.method_gap(rows).collect(), query.additivity(rows).collect()
+    planned = planned_configs(manifest)
 
     def image(kind: str, caption: str, fig) -> None:
         section.images.append((f"{kind}-{slug}.png", caption, report_plots.png_bytes(fig)))
@@ -149,8 +98,11 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: dict[str, Any] | No
         ("Summary (ms; medians unless named)", summary.select(SUMMARY_COLUMNS)),
         ("Method gap: subtraction vs hook (ms, % of hook)", gap.select(GAP_COLUMNS)),
         ("Additivity: total minus the timed stages (ms, % of total)", add.select(ADDITIVITY_COLUMNS)),
-        ("Coverage of crop counts", coverage(rows)),
+        ("Coverage of crop counts", coverage(rows, planned)),
     ]
+    pending = not_done(rows, planned)
+    if pending is not None and pending.height:
+        section.tables.append(("Planned configs without an ok result", pending))
     if model is not None:
         section.tables += _model_tables(model)
     return section

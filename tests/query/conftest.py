@@ -81,11 +81,27 @@ def write_part(root: Path, records: Iterable[Record]) -> Path:
     return path
 
 
-def write_manifest(root: Path, run_id: str, *, spec: dict | None = None, environment: dict | None = None) -> Path:
+def write_manifest(root: Path, run_id: str, *, spec: dict | None = None, environment: dict | None = None,
+                   planned: dict | None = None) -> Path:
     path = root / run_id / "manifest.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"spec": spec or {}, "environment": environment or {}}))
+    manifest = {"spec": spec or {}, "environment": environment or {}}
+    if planned is not None:
+        manifest["planned"] = planned
+    path.write_text(json.dumps(manifest))
     return path
+
+
+def planned_for(profile: str, tilings_: Iterable[tuple[int, int]]) -> dict:
+    """A manifest's ``planned`` mapping (config id -> config) for these tilings, ids as `write_sweep` makes them."""
+    from tilings import Tiling, tiling_geometry
+
+    out = {}
+    for rows, cols in tilings_:
+        g = tiling_geometry(Tiling(rows, cols), profile_of(profile))
+        out[f"cfg-{rows}x{cols}"] = {"tiling": f"{rows}x{cols}", "family": "", "crops": g.crops,
+                                     "image_tokens": g.image_tokens, "sequence_tokens": g.sequence_tokens}
+    return out
 
 
 @pytest.fixture(scope="session")

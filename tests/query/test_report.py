@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from orchestrator import cli, report
+from tilings import enumerate_tilings
 
 _spec = importlib.util.spec_from_file_location("report_checks", Path(__file__).with_name("report_checks.py"))
 checks = importlib.util.module_from_spec(_spec)
@@ -21,10 +22,14 @@ _spec.loader.exec_module(checks)
 def built(tmp_path_factory, synth):
     """One report over a sweep with two removed tilings and a failed one (built once: plotting is slow)."""
     root = tmp_path_factory.mktemp("results")
-    # 1xk and 2xk without 1x6 and 2x3 (crops 7 absent) and with 1x9 failed (crops 10: only the failure).
-    records = synth.write_sweep(root, families=("1xk", "2xk"), skip=[(1, 6), (2, 3), (1, 9)], repeats=4)
+    # 1xk and 2xk without 1x6 and 2x3 (crops 7 absent), with 1x9 failed (crops 10: only the failure),
+    # and 1x12, 2x6 (crops 13) neither planned nor measured.
+    unplanned = [(1, 12), (2, 6)]
+    records = synth.write_sweep(root, families=("1xk", "2xk"), skip=[(1, 6), (2, 3), (1, 9), *unplanned], repeats=4)
     synth.write_part(root, [synth.failed(config_id="cfg-1x9", profile="molmo-v1", tiling_rows=1, tiling_cols=9, crops=10)])
-    synth.write_manifest(root, "run-a", environment={"python": "3.11.7", "gpus": {"count": 0}})
+    tilings = [(t.rows, t.cols) for t, _ in enumerate_tilings("molmo-v1", ["1xk", "2xk"]) if (t.rows, t.cols) not in unplanned]
+    synth.write_manifest(root, "run-a", environment={"python": "3.11.7", "gpus": {"count": 0}},
+                         planned=synth.planned_for("molmo-v1", tilings))
     out = root.parent / "report"
     rc = cli.main(["report", str(root), "-o", str(out)])
     assert rc == 0
@@ -68,8 +73,16 @@ def test_report_coverage_marks_missing_and_failed_crop_counts(built):
             if line.startswith("| molmo-v1")]
     status = {int(r[2]): r[-2].strip() for r in rows}
     assert len(status) == 12  # molmo-v1: crops 2..13
-    assert status[7] == "missing" and status[10] == "failed"
-    assert {c for c, s in status.items() if s == "ok"} == set(range(2, 14)) - {7, 10}
+    assert status[7] == "missing" and status[10] == "failed" and status[13] == "not planned"
+    assert {c for c, s in status.items() if s == "ok"} == set(range(2, 13)) - {7, 10}
+
+
+def test_report_lists_planned_configs_without_an_ok_result(built):
+    out, _ = built
+    sections = checks.html_sections((out / "report.html").read_text())
+    pending = sections["Planned configs without an ok result"]
+    assert checks.html_table_rows(pending) == 3
+    assert all(f"cfg-{t}" in pending for t in ("1x6", "2x3", "1x9"))
 
 
 def test_report_refuses_a_file_as_directory_and_empty_results(tmp_path, synth, capsys):

@@ -58,8 +58,11 @@ class StageFit:
         return dict(zip(self.terms, self.coef))
 
     def formula(self) -> str:
-        parts = [f"{c:.4g}" + ("" if t == "1" else f"·{t}") for t, c in zip(self.terms, self.coef)]
-        return f"{self.stage} ≈ " + " + ".join(parts) + " ms"
+        text = ""
+        for i, (term, c) in enumerate(zip(self.terms, self.coef)):
+            sign = ("-" if c < 0 else "") if i == 0 else (" - " if c < 0 else " + ")
+            text += sign + f"{abs(c):.4g}" + ("" if term == "1" else f"·{term}")
+        return f"{self.stage} ≈ {text} ms"
 
 
 @dataclass(kw_only=True, frozen=True, slots=True)

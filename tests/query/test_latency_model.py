@@ -100,3 +100,10 @@ def test_table_lists_each_fit(sweep):
     table = latency_model.fit(sweep[2]).table()
     assert table["stage"].to_list() == ["vision", "llm_prefill", "other"]
     assert table["formula"][1].startswith("llm_prefill ≈ ") and "tokens^2" in table["formula"][1]
+
+
+def test_formula_writes_negative_terms_with_a_minus():
+    fit = latency_model.StageFit(stage="llm_prefill", x="tokens", terms=("1", "tokens", "tokens^2"),
+                                 coef=(-1.5, -0.02, 3e-5), r2=1.0, rmse_ms=0.0, n=3)
+    assert fit.formula() == "llm_prefill ≈ -1.5 - 0.02·tokens + 3e-05·tokens^2 ms"
+    assert fit(100.0) == pytest.approx(-1.5 - 2.0 + 0.3)

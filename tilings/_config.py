@@ -97,8 +97,6 @@ def _v1_fields(cfg: dict[str, Any]) -> dict[str, Any]:
         fields["patch_size"] = cfg["image_patch_size"]
     if "image_pooling_h" in cfg or "image_pooling_w" in cfg:
         fields["pooling"] = (cfg.get("image_pooling_h", 2), cfg.get("image_pooling_w", 2))
-    if cfg.get("use_col_tokens") is not None:
-        fields["high_res_col_tokens"] = fields["low_res_col_tokens"] = bool(cfg["use_col_tokens"])
     _check_token_lengths(cfg, fields)
     return fields
 

@@ -150,8 +150,13 @@ def _share(y: np.ndarray, own: list[np.ndarray], other: list[np.ndarray]) -> flo
     return float(spans[1] / (spans[0] + spans[1])) if sum(spans) > 0 else 0.0
 
 
-def separability(crops: np.ndarray, tokens: np.ndarray, vision: np.ndarray, llm: np.ndarray) -> Separability:
-    """How well a sweep separates the crop axis from the token axis (see the module docstring)."""
+def separability(crops: np.ndarray, tokens: np.ndarray, vision: np.ndarray | None = None,
+                 llm: np.ndarray | None = None) -> Separability:
+    """How well a sweep separates the crop axis from the token axis (see the module docstring).
+
+    With measured `vision` and `llm` medians (one per config) it also gives the
+    shares of each stage's variation that the other axis explains.
+    """
     z = [np.ones_like(crops)]
     for v in (crops, tokens):
         sd = v.std()
@@ -163,9 +168,22 @@ def separability(crops: np.ndarray, tokens: np.ndarray, vision: np.ndarray, llm:
     shared = sorted({int(c) for c in crops if len(np.unique(tokens[crops == c])) > 1})
     return Separability(
         rank=rank, condition=condition, separable=separable, shared_crops=tuple(shared),
-        vision_token_share=_share(vision, [crops], [tokens]) if separable else None,
-        llm_crop_share=_share(llm, [tokens, tokens**2], [crops]) if separable else None,
+        vision_token_share=_share(vision, [crops], [tokens]) if separable and vision is not None else None,
+        llm_crop_share=_share(llm, [tokens, tokens**2], [crops]) if separable and llm is not None else None,
     )
+
+
+def plan_separability(profile: tilings.Profile | str, families: list[str] | str) -> Separability:
+    """`separability` of a sweep over tiling families, before measuring anything.
+
+    E.g. ``plan_separability("molmo-v1", ["1xk"]).separable`` is False (rank 2:
+    along 1×k, tokens are a linear function of crops) and ``["1xk", "2xk"]`` is True.
+    """
+    profile = tilings.get_profile(profile)
+    geoms = [tilings.tiling_geometry(t, profile) for t, _ in tilings.enumerate_tilings(profile, families)]
+    crops = np.array([g.crops for g in geoms], dtype=float)
+    tokens = np.array([getattr(g, query.TOKENS) for g in geoms], dtype=float)
+    return separability(crops, tokens)
 
 
 def config_medians(lf: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:

@@ -13,7 +13,6 @@ retried has several parts; readers keep one attempt per ``(run_id, config_id)``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -348,20 +347,3 @@ def additivity(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
         (total - parts).median().alias("other_ms"),
         (100.0 * (total - parts) / total).median().alias("other_pct"),
     )
-
-
-def manifests(results: str | Path | Sequence[str | Path]) -> dict[str, dict[str, Any]]:
-    """``{run_id: manifest}`` for every ``manifest.json`` under `results` (run dir name as the key)."""
-    found: dict[str, dict[str, Any]] = {}
-    for path in _as_paths(results):
-        if not path.exists():
-            raise ValueError(f"results path {str(path)!r} does not exist; pass a results root or one run directory")
-        if path.is_file():
-            path = path.parent
-        for manifest in (*path.glob("manifest.json"), *path.glob("*/manifest.json")):
-            try:
-                found[manifest.parent.name] = json.loads(manifest.read_text())
-            except json.JSONDecodeError as exc:
-                # A broken manifest must not hide the results themselves.
-                log.warning("ignoring unreadable %s: %s", manifest, exc)
-    return found

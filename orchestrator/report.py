@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from orchestrator import latency_model, query, report_plots
-from orchestrator.report_data import coverage, environment, not_done, planned_configs
+from orchestrator.report_data import coverage, environment, manifests, not_done, planned_configs
 from orchestrator.report_tables import to_html, to_markdown
 
 log = logging.getLogger(__name__)
@@ -156,9 +156,9 @@ def build(results: str | Path | list, out_dir: str | Path, *, run_ids: list[str]
     if rows.height == 0:
         wanted = f" for run(s) {', '.join(run_ids)}" if run_ids else ""
         raise ValueError(f"no result rows under {str(results)!r}{wanted}; run `tilesweep run` first or check the path")
-    manifests = query.manifests(results)
+    found = manifests(results)
     sections = [
-        build_section(run_id, run_rows, manifests.get(run_id))
+        build_section(run_id, run_rows, found.get(run_id))
         for (run_id,), run_rows in rows.sort("run_id").group_by("run_id", maintain_order=True)
     ]
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,9 @@ configs still without an ok result, and the run's environment.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -14,10 +17,28 @@ import polars as pl
 import tilings
 from orchestrator import query
 
+log = logging.getLogger(__name__)
+
 PROVENANCE = ("device", "gpu_name", "gpu_driver", "cuda_version", "dtype", "attn_implementation", "torch_version",
               "transformers_version", "tilesweep_version", "hostname")
 _PLANNED = {"config_id": pl.String, "tiling": pl.String, "family": pl.String, "crops": pl.Int64,
             "image_tokens": pl.Int64, "sequence_tokens": pl.Int64}
+
+
+def manifests(results: str | Path | Sequence[str | Path]) -> dict[str, dict[str, Any]]:
+    """``{run_id: manifest}`` for every ``manifest.json`` under `results` (the run directory's name is the key)."""
+    paths = [Path(results)] if isinstance(results, (str, Path)) else [Path(p) for p in results]
+    found: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        if path.is_file():
+            path = path.parent
+        for manifest in (*path.glob("manifest.json"), *path.glob("*/manifest.json")):
+            try:
+                found[manifest.parent.name] = json.loads(manifest.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                # A broken manifest must not hide the results themselves.
+                log.warning("ignoring unreadable %s: %s", manifest, exc)
+    return found
 
 
 def planned_configs(manifest: dict[str, Any] | None) -> pl.DataFrame | None:

@@ -107,3 +107,18 @@ def test_formula_writes_negative_terms_with_a_minus():
                                  coef=(-1.5, -0.02, 3e-5), r2=1.0, rmse_ms=0.0, n=3)
     assert fit.formula() == "llm_prefill ≈ -1.5 - 0.02·tokens + 3e-05·tokens^2 ms"
     assert fit(100.0) == pytest.approx(-1.5 - 2.0 + 0.3)
+
+
+@pytest.mark.parametrize(
+    ("profile", "families", "separable"),
+    [("molmo-v1", ["1xk"], False), ("molmo-v1", ["kx1"], False), ("molmo2", ["1xk"], False),
+     ("molmo-v1", ["1xk", "2xk"], True), ("molmo2", ["1xk", "2xk"], True), ("molmo2", ["all"], True)],
+)
+def test_plan_separability_from_tilings_alone(profile, families, separable):
+    sep = latency_model.plan_separability(profile, families)
+    assert sep.separable is separable
+    assert sep.vision_token_share is None and sep.llm_crop_share is None
+    if separable:
+        assert 9 in sep.shared_crops  # 1x8 and 2x4 (both profiles)
+    else:
+        assert sep.condition > latency_model.MAX_CONDITION

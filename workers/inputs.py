@@ -154,13 +154,16 @@ class Molmo2Inputs:
         input_ids = out["input_ids"]
         vision = {k: out[k] for k in ("pixel_values", "image_token_pooling", "image_grids")}
         forward = {k: v for k, v in out.items() if isinstance(v, torch.Tensor) and k != "attention_mask"}
-        special = torch.tensor(sorted(self._special))
+        if "mm_token_type_ids" in out:  # the processor's own marking of image tokens
+            sequence_tokens = int(out["mm_token_type_ids"].sum())
+        else:
+            sequence_tokens = int(torch.isin(input_ids[0], torch.tensor(sorted(self._special))).sum())
         return Prepared(
             forward=forward,
             vision=vision,
             crops=int(out["pixel_values"].shape[0]),
             image_tokens=int(out["image_token_pooling"].shape[0]),
-            sequence_tokens=int(torch.isin(input_ids[0], special).sum()),
+            sequence_tokens=sequence_tokens,
             seq_len=int(input_ids.shape[1]),
             grids=((low_h, low_w), (high_h, high_w)),
             source="processor",

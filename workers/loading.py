@@ -114,7 +114,7 @@ def _load_pretrained(
         processor, image_processor = _molmo2_processors(source, revision)
         if profile is None:
             if image_processor is not None:
-                profile = Profile.from_preprocessor_config(image_processor.to_dict())
+                profile = Profile.from_preprocessor_config(_preprocessor_settings(processor, image_processor))
             else:
                 logger.warning("%s has no preprocessor config; using the %r tiling profile", source, "molmo2")
                 profile = PROFILES["molmo2"]
@@ -161,3 +161,12 @@ def _molmo2_processors(source: str, revision: str | None) -> tuple[Any, Any]:
     except (OSError, ValueError) as exc:
         logger.info("no image processor config in %s (%s)", source, exc)
         return None, None
+
+
+def _preprocessor_settings(processor: Any, image_processor: Any) -> dict[str, Any]:
+    """The image processor's settings plus the token-layout flags that live on the full processor."""
+    settings = image_processor.to_dict()
+    for key in ("image_use_col_tokens", "use_single_crop_col_tokens", "use_single_crop_start_token"):
+        if processor is not None and hasattr(processor, key):
+            settings[key] = getattr(processor, key)
+    return settings

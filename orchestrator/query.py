@@ -268,6 +268,9 @@ def _planned_frame(planned: Any) -> tuple[pl.LazyFrame, list[str]]:
     items = list(planned)
     if items and all(isinstance(x, int) and not isinstance(x, bool) for x in items):
         return pl.LazyFrame({"crops": items}, schema={"crops": pl.Int64}), ["crops"]
+    if items and all(hasattr(x, "config_id") for x in items):  # planned configs (orchestrator.plan)
+        rows = [x.to_dict() if hasattr(x, "to_dict") else {"config_id": x.config_id} for x in items]
+        return pl.LazyFrame(rows), ["config_id"]
     if items and all(isinstance(x, str) for x in items):
         return pl.LazyFrame({"config_id": items}, schema={"config_id": pl.String}), ["config_id"]
     if items and all(isinstance(x, Sequence) and len(x) == 2 for x in items):
@@ -286,7 +289,8 @@ def missing(lf: pl.LazyFrame | pl.DataFrame, planned: Any) -> pl.LazyFrame:
     Args:
         lf: result rows (e.g. `scan(...)`, filtered to a model or run as needed).
         planned: crop counts (ints), tilings (``(rows, cols)`` pairs or `tilings.Tiling`),
-            config ids (str), or a polars frame with ``config_id``, ``tiling_rows`` +
+            config ids (str), planned configs (objects with ``config_id``, e.g. from
+            `orchestrator.plan.plan`), or a polars frame with ``config_id``, ``tiling_rows`` +
             ``tiling_cols``, or ``crops`` columns (the first of these it has is the key).
 
     Returns:

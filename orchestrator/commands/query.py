@@ -34,6 +34,11 @@ def tables(results: str, run_ids: list[str] | None = None) -> dict[str, object]:
 
     lf = query.scan(results)
     if run_ids:
+        known = lf.select(pl.col("run_id").unique().sort()).collect()["run_id"].to_list()
+        unknown = [r for r in run_ids if r not in known]
+        if unknown:
+            raise ValueError(f"no run {', '.join(map(repr, unknown))} under {results!r}; "
+                             f"runs there: {', '.join(known) or 'none'}")
         lf = lf.filter(pl.col("run_id").is_in(run_ids))
     return {
         "results": lf,

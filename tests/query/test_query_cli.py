@@ -59,6 +59,8 @@ def test_run_id_filter_and_results_table(results, capsys):
                       "--run-id", "run-b", "--format", "json")
     assert rc == 0
     assert json.loads(out) == [{"run_id": "run-b", "rows": 24}]
+    rc, out, err = _run(capsys, results, "SELECT 1", "--run-id", "run-z")
+    assert rc == 2 and out == "" and "'run-z'" in err and "run-a, run-b" in err
 
 
 def test_nested_columns_survive_csv(tmp_path, synth, capsys):

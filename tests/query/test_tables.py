@@ -83,3 +83,19 @@ def test_by_tokens_llm_grows_with_tokens(tmp_path, synth):
     # The quadratic term makes the per-token cost rise too.
     per_token = table["llm_prefill_per_token_us"]
     assert per_token[-1] > per_token[0]
+
+
+def test_missing_takes_the_orchestrators_planned_configs(tmp_path, synth):
+    from orchestrator.plan import plan
+    from orchestrator.spec import SweepSpec
+
+    configs = plan(SweepSpec(families=("1xk",)), get_profile("molmo-v1"))
+    done = [c for c in configs if c.tiling.cols % 3]  # 1x3, 1x6, 1x9, 1x12 left out
+    rng = np.random.default_rng(0)
+    for c in done:
+        synth.write_part(tmp_path, [synth.planted(synth.Costs(), crops=c.crops, tokens=c.sequence_tokens, rng=rng,
+                                                  repeat=0, config_id=c.config_id, tiling_rows=c.tiling.rows,
+                                                  tiling_cols=c.tiling.cols)])
+    pending = query.missing(query.scan(tmp_path), configs).collect()
+    assert sorted(pending["tiling"].to_list()) == sorted(["1x3", "1x6", "1x9", "1x12"])
+    assert set(pending["config_id"]) == {c.config_id for c in configs} - {c.config_id for c in done}

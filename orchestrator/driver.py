@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from orchestrator.plan import PlannedConfig
 from orchestrator.progress import LogProgress, Progress
 from orchestrator.spec import SweepSpec
 from orchestrator.store import RunStore
+from workers import faults
 from workers.record import STATUS_FAILED, STATUS_OK, Record
 
 log = logging.getLogger(__name__)
@@ -134,7 +136,11 @@ class Driver:
         self.host_kwargs = dict(host_kwargs) if host_kwargs is not None else host_kwargs_for(spec)
         self.progress = progress or LogProgress()
         self._clock = clock
-        self._remote = ray.remote(**workers.actor_options(dict(actor_env or {})))(host_cls)
+        env = dict(actor_env or {})
+        if os.environ.get(faults.ENV_VAR) and faults.ENV_VAR not in env:
+            # The fault-injection hook must reach the hosts, which do not inherit this process's env.
+            env[faults.ENV_VAR] = os.environ[faults.ENV_VAR]
+        self._remote = ray.remote(**workers.actor_options(env))(host_cls)
         self._slots: list[_Slot] = []
         self._next_attempt: dict[str, int] = {}
         self._start_failures = 0
@@ -195,6 +201,33 @@ class Driver:
             for ref in ready:
                 self._on_start(self._slot_of_start(ref), ref)
             self._expire_starts()
+
+    def wait_started(self, timeout: float | None = None) -> int:
+        """Create the actors and block until all have started (or `timeout` s); returns how many did.
+
+        `run` does not need this (it dispatches to each actor as it becomes ready);
+        it is for callers that time the sweep without the model loads.
+        """
+        self.start()
+        deadline = None if timeout is None else self._clock() + timeout
+        while any(s.start_ref is not None for s in self._slots):
+            left = _WAKE_S if deadline is None else min(_WAKE_S, deadline - self._clock())
+            if left <= 0:
+                break
+            refs = [s.start_ref for s in self._slots if s.start_ref is not None]
+            ready, _ = ray.wait(refs, num_returns=1, timeout=left)
+            for ref in ready:
+                self._on_start(self._slot_of_start(ref), ref)
+            self._expire_starts()
+        return sum(1 for s in self._slots if s.info is not None)
+
+    def in_flight(self) -> list[dict[str, Any]]:
+        """What each busy actor measures now: worker, tiling, attempt, seconds so far, pid, node id."""
+        now = self._clock()
+        return [{"worker": s.name, "tiling": s.task.config.label(), "config_id": s.task.config.config_id,
+                 "attempt": s.task.attempt, "seconds": now - s.task.dispatched,
+                 "pid": (s.info or {}).get("pid"), "node_id": (s.info or {}).get("node_id")}
+                for s in list(self._slots) if s.task is not None]
 
     def shutdown(self) -> None:
         """Kill every actor (a killed actor frees its GPU at once)."""

@@ -90,8 +90,8 @@ def select_tilings(spec: SweepSpec, profile: Profile) -> list[tuple[Tiling, str]
     for rows, cols in spec.tilings:
         if rows * cols > profile.max_crops:
             raise UsageError(
-                f"tiling {rows}x{cols} has {rows * cols} crops, over profile {profile.name!r}'s max_crops "
-                f"{profile.max_crops}; pick tilings with rows*cols <= {profile.max_crops}")
+                f"tiling {rows}x{cols} has {rows * cols} crops, over the max_crops {profile.max_crops} of "
+                f"profile {profile.name!r}; pick tilings with rows*cols <= {profile.max_crops}")
         chosen.append(Tiling(rows, cols))
     for n in spec.crops:
         try:

@@ -1,0 +1,97 @@
+"""Integration: the driver under real failures of real hosts (the tiny Molmo2 in Ray actors).
+
+Faults come from the hosts' own injection hook (`workers.faults`, ``TILESWEEP_INJECT``
+in the actors' environment) and from SIGKILL sent to an actor's process: nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from orchestrator.cluster import cluster_gpus, worker_plan
+from orchestrator.driver import Driver
+from orchestrator.plan import plan
+from orchestrator.query import scan
+from orchestrator.spec import build_spec
+from orchestrator.store import RunStore
+from tilings import PROFILES
+
+pytestmark = pytest.mark.ray
+
+
+def part_attempts(run_dir) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for path in run_dir.glob("part-*.parquet"):
+        _, cid, attempt = path.stem.split("-")
+        out.setdefault(cid, []).append(int(attempt))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def make_driver(tmp_path, run_id, overrides, env):
+    spec = build_spec(None, {"results": str(tmp_path), "run_id": run_id, "warmup": 0, **overrides})
+    store = RunStore(spec.results, run_id)
+    driver = Driver(spec, store, worker_plan(spec, cluster_gpus()), actor_env=env)
+    profile = PROFILES["molmo2"]
+    return driver, plan(spec, profile), profile
+
+
+def test_actor_killed_mid_config_is_replaced_and_the_config_measured_once(ray_cluster, tmp_path):
+    # 1x4 hangs on its first attempt, so it is surely in flight when its process is killed.
+    driver, configs, profile = make_driver(
+        tmp_path, "kill", {"tilings": "1x1,1x2,1x3,1x4,2x1,2x2", "repeats": 2, "workers": 2},
+        {"TILESWEEP_INJECT": "hang@1x4/1"})
+    killed: list[dict] = []
+
+    def killer():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for task in driver.in_flight():
+                if task["tiling"] == "1x4" and task["attempt"] == 1 and task["seconds"] > 0.5 and task["pid"]:
+                    os.kill(task["pid"], signal.SIGKILL)
+                    killed.append(task)
+                    return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    outcome = driver.run(configs, profile)
+    thread.join(5)
+    assert killed, "the hung config was never seen in flight"
+    assert not outcome.interrupted and outcome.ok == 6 and outcome.failed == 0 and outcome.retries == 1
+    run_dir = tmp_path / "kill"
+    attempts = part_attempts(run_dir)
+    assert len(attempts) == 6
+    # The killed dispatch wrote nothing; its retry has a new attempt number.
+    assert attempts[killed[0]["config_id"]] == [2]
+    assert all(a == [1] for cid, a in attempts.items() if cid != killed[0]["config_id"])
+    rows = scan(run_dir).collect()
+    assert rows.height == 12 and set(rows["status"]) == {"ok"}
+    assert rows.select("config_id", "repeat").is_duplicated().sum() == 0
+    retried = rows.filter(rows["config_id"] == killed[0]["config_id"])
+    assert set(retried["worker_id"]).isdisjoint({None}) and retried["attempt"].to_list() == [2, 2]
+
+
+def test_timeouts_crashes_and_per_config_failures(ray_cluster, tmp_path):
+    inject = "hang@1x2/1,crash@1x3,oom@2x1"
+    driver, configs, profile = make_driver(
+        tmp_path, "faults", {"tilings": "1x1,1x2,1x3,2x1", "repeats": 1, "workers": 2, "max_attempts": 2,
+                             "config_timeout_s": 12}, {"TILESWEEP_INJECT": inject})
+    by_tiling = {c.label(): c.config_id for c in configs}
+    outcome = driver.run(configs, profile)
+    # 1x2: hung, killed at the timeout, then ok; 1x3: crashed twice, a failed row; 2x1: OOM, failed, not retried.
+    assert (outcome.ok, outcome.failed, outcome.retries) == (2, 2, 3)
+    run_dir = tmp_path / "faults"
+    attempts = part_attempts(run_dir)
+    assert attempts == {by_tiling["1x1"]: [1], by_tiling["1x2"]: [2], by_tiling["1x3"]: [2], by_tiling["2x1"]: [1]}
+    rows = {r["config_id"]: r for r in scan(run_dir).collect().iter_rows(named=True)}
+    assert rows[by_tiling["1x3"]]["status"] == "failed"
+    assert rows[by_tiling["1x3"]]["error_type"] == "WorkerLost"
+    assert rows[by_tiling["1x3"]]["error"].startswith("lost 2 time(s), last: actor died")
+    assert rows[by_tiling["1x3"]]["crops"] == 4 and rows[by_tiling["1x3"]]["node_id"]
+    assert rows[by_tiling["2x1"]]["status"] == "failed" and rows[by_tiling["2x1"]]["error_type"] == "OutOfMemoryError"
+    assert rows[by_tiling["1x2"]]["status"] == "ok" and rows[by_tiling["1x1"]]["status"] == "ok"

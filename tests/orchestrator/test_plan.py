@@ -1,0 +1,107 @@
+"""Planning: config ids, tiling selection, cost order and resume by set difference."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from orchestrator.errors import UsageError
+from orchestrator.plan import config_id, cost, pending, plan, select_tilings
+from orchestrator.spec import SweepSpec, build_spec
+from tilings import PROFILES, Tiling, enumerate_tilings, resolution_for, tiling_geometry, tilings_for_crops
+
+MOLMO2 = PROFILES["molmo2"]
+V1 = PROFILES["molmo-v1"]
+
+
+def test_default_families_give_every_1xk_2xk_kx1_tiling_once():
+    configs = plan(SweepSpec(), MOLMO2)
+    tilings = {c.tiling for c in configs}
+    expected = {Tiling(1, k) for k in range(1, 9)} | {Tiling(2, k) for k in range(1, 5)} | {Tiling(k, 1) for k in range(1, 9)}
+    assert tilings == expected and len(configs) == len(expected) == 18
+    assert len({c.config_id for c in configs}) == 18
+
+
+def test_configs_carry_the_exact_geometry():
+    for c in plan(SweepSpec(), MOLMO2):
+        assert (c.height, c.width) == resolution_for(c.tiling, MOLMO2)
+        geo = tiling_geometry(c.tiling, MOLMO2)
+        assert (c.crops, c.image_tokens, c.sequence_tokens) == (geo.crops, geo.image_tokens, geo.sequence_tokens)
+
+
+def test_config_id_is_stable_and_depends_only_on_the_measurement():
+    spec = SweepSpec(repeats=3)
+    base = config_id(spec, MOLMO2, Tiling(2, 3), 1000, 1400)
+    assert base == config_id(spec, MOLMO2, Tiling(2, 3), 1000, 1400)
+    assert len(base) == 16 and int(base, 16) >= 0
+    # Where, how and under which name it runs does not change the id ...
+    same = dataclasses.replace(spec, results="elsewhere", run_id="x", workers=7, address="auto", max_attempts=9,
+                               families=("all",), config_timeout_s=5.0)
+    assert config_id(same, MOLMO2, Tiling(2, 3), 1000, 1400) == base
+    # ... every measurement setting, the tiling, the size and the profile's numbers do.
+    changed = [
+        config_id(dataclasses.replace(spec, repeats=4), MOLMO2, Tiling(2, 3), 1000, 1400),
+        config_id(dataclasses.replace(spec, warmup=0), MOLMO2, Tiling(2, 3), 1000, 1400),
+        config_id(dataclasses.replace(spec, model="tiny-molmo-v1"), MOLMO2, Tiling(2, 3), 1000, 1400),
+        config_id(dataclasses.replace(spec, dtype="bfloat16"), MOLMO2, Tiling(2, 3), 1000, 1400),
+        config_id(dataclasses.replace(spec, decode_tokens=8), MOLMO2, Tiling(2, 3), 1000, 1400),
+        config_id(dataclasses.replace(spec, seed=1), MOLMO2, Tiling(2, 3), 1000, 1400),
+        config_id(spec, MOLMO2, Tiling(3, 2), 1000, 1400),
+        config_id(spec, MOLMO2, Tiling(2, 3), 1001, 1400),
+        config_id(spec, dataclasses.replace(MOLMO2, max_crops=9), Tiling(2, 3), 1000, 1400),
+    ]
+    assert base not in changed and len(set(changed)) == len(changed)
+
+
+def test_profile_given_by_name_or_taken_from_the_model_gives_the_same_ids():
+    by_default = plan(SweepSpec(), MOLMO2)
+    by_name = plan(SweepSpec(profile="molmo2"), MOLMO2)
+    assert [c.config_id for c in by_default] == [c.config_id for c in by_name]
+
+
+def test_family_is_a_label_not_part_of_the_id():
+    from_families = {c.tiling: c.config_id for c in plan(SweepSpec(families=("2xk",)), MOLMO2)}
+    from_tilings = {c.tiling: c.config_id for c in plan(SweepSpec(tilings=((2, 1), (2, 3))), MOLMO2)}
+    assert from_tilings[Tiling(2, 1)] == from_families[Tiling(2, 1)]
+    assert from_tilings[Tiling(2, 3)] == from_families[Tiling(2, 3)]
+
+
+def test_longest_first_by_cost():
+    configs = plan(SweepSpec(families=("all",)), V1)
+    costs = [c.cost for c in configs]
+    assert costs == sorted(costs, reverse=True)
+    # More crops and more tokens cost more; the first config has the most crops.
+    assert configs[0].crops == V1.max_crops + 1 and configs[-1].tiling == Tiling(1, 1)
+    assert cost(V1, 9, 1000) > cost(V1, 9, 900) and cost(V1, 10, 900) > cost(V1, 9, 900)
+
+
+def test_crops_select_every_tiling_giving_them_whatever_the_family():
+    spec = build_spec(None, {"crops": "3,6,9,12"})
+    chosen = [t for t, _ in select_tilings(spec, V1)]
+    expected = [t for n in (3, 6, 9, 12) for t in tilings_for_crops(n, V1)]
+    assert sorted(chosen) == sorted(expected)
+    assert {(1, 11), (11, 1), (2, 4), (4, 2), (1, 8), (8, 1)} <= set(chosen)
+    family_of = dict(enumerate_tilings(V1, ("1xk", "2xk", "kx1", "all")))
+    assert all(f == family_of[t] for t, f in select_tilings(spec, V1))
+
+
+def test_tilings_and_crops_together_are_a_union_without_repeats():
+    spec = build_spec(None, {"tilings": "1x2,3x2", "crops": "3"})
+    assert [t for t, _ in select_tilings(spec, MOLMO2)] == [(1, 2), (3, 2), (2, 1)]
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"crops": "12"}, "crop count 12 is unreachable with profile 'molmo2'"),
+    ({"tilings": "3x3"}, "tiling 3x3 has 9 crops, over the max_crops 8 of profile 'molmo2'"),
+])
+def test_impossible_selection_is_a_usage_error(overrides, needle):
+    with pytest.raises(UsageError, match=needle):
+        plan(build_spec(None, overrides), MOLMO2)
+
+
+def test_pending_subtracts_done_and_keeps_the_order():
+    configs = plan(SweepSpec(), MOLMO2)
+    done = {configs[0].config_id, configs[5].config_id}
+    left = pending(configs, done)
+    assert [c.config_id for c in left] == [c.config_id for i, c in enumerate(configs) if i not in (0, 5)]

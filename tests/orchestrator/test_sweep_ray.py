@@ -1,0 +1,149 @@
+"""Integration: real sweeps of the tiny Molmo2 through `tilesweep run/fill/status` on a local
+multi-node Ray cluster (two worker nodes with two logical GPUs each; the hosts fall back to the CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator import cli
+from orchestrator.query import scan
+from orchestrator.store import RunStore
+from tilings import PROFILES, Tiling, enumerate_tilings, tilings_for_crops
+
+pytestmark = pytest.mark.ray
+
+FAST = ["--warmup", "0", "--repeats", "1"]
+
+
+def parts(run_dir: Path) -> list[tuple[str, int]]:
+    """(config_id, attempt) of every part file in a run directory."""
+    out = []
+    for path in sorted(run_dir.glob("part-*.parquet")):
+        _, cid, attempt = path.stem.split("-")
+        out.append((cid, int(attempt)))
+    return out
+
+
+def tilings_of(run_dir: Path, config_ids=None) -> set[Tiling]:
+    frame = scan(run_dir).collect()
+    if config_ids is not None:
+        frame = frame.filter(frame["config_id"].is_in(list(config_ids)))
+    return {Tiling(r, c) for r, c in frame.select("tiling_rows", "tiling_cols").unique().iter_rows()}
+
+
+def test_default_families_sweep_writes_one_ok_config_each_over_several_nodes(ray_cluster, tmp_path, capsys):
+    code = cli.main(["run", "--results", str(tmp_path), "--run-id", "full", *FAST])
+    out = capsys.readouterr().out
+    assert code == 0
+    run_dir = tmp_path / "full"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    planned = manifest["planned"]
+    expected = {t for t, _ in enumerate_tilings(PROFILES["molmo2"], ("1xk", "2xk", "kx1"))}
+    assert len(planned) == len(expected) == 18
+    # Exactly one part per planned config, all first attempts, all ok.
+    assert sorted(cid for cid, _ in parts(run_dir)) == sorted(planned)
+    assert all(attempt == 1 for _, attempt in parts(run_dir))
+    rows = scan(run_dir).collect()
+    assert rows.height == 18 and set(rows["status"]) == {"ok"}
+    assert tilings_of(run_dir) == expected
+    # The measured geometry is the planned one, row by row.
+    for row in rows.iter_rows(named=True):
+        plan_row = planned[row["config_id"]]
+        assert plan_row["tiling"] == f"{row['tiling_rows']}x{row['tiling_cols']}"
+        assert (plan_row["crops"], plan_row["image_tokens"]) == (row["crops"], row["image_tokens"])
+        assert row["crops_actual"] == row["crops"] and row["image_tokens_actual"] == row["image_tokens"]
+    # Dynamic dispatch over four actors on both worker nodes.
+    worker_nodes = {n.node_id for n in ray_cluster.worker_nodes}
+    assert set(rows["node_id"]) <= worker_nodes and len(set(rows["node_id"])) == 2
+    assert len(set(rows["worker_id"])) >= 3
+    assert manifest["counts"] == {"planned": 18, "ok": 18, "failed": 0, "missing": 0}
+    assert len(manifest["hosts"]) == 4 and all(h["describe"]["model"] == "tiny-molmo2" for h in manifest["hosts"].values())
+    # The summary table: a header and one line per tiling.
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("run full: 18 config(s)") and lines[1].split()[:3] == ["tiling", "family", "crops"]
+    assert sorted(line.split()[0] for line in lines[2:]) == sorted(f"{t.rows}x{t.cols}" for t in expected)
+    # status agrees: everything done.
+    assert cli.main(["status", "--results", str(tmp_path)]) == 0
+    status = capsys.readouterr().out
+    assert "run full (tiny-molmo2, profile molmo2): 18/18 done, 0 failed, 0 missing" in status
+
+
+class StopAfter:
+    """A progress view that presses Ctrl-C once `n` configs have finished."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.finished_labels: list[str] = []
+
+    def start(self, total, done): pass
+    def worker(self, worker, activity): pass
+    def retry(self, worker, label, reason): pass
+    def close(self): pass
+
+    def finished(self, worker, label, status, seconds, attempt):
+        self.finished_labels.append(label)
+        if len(self.finished_labels) == self.n:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_sweep_resumes_with_only_what_is_missing(ray_cluster, tmp_path, capsys):
+    from orchestrator.spec import build_spec
+    from orchestrator.sweep import sweep
+
+    spec = build_spec(None, {"results": str(tmp_path), "run_id": "cut", "tilings": "1x1,1x2,1x3,2x1,3x1,2x2",
+                             "warmup": 0, "repeats": 1, "workers": 2})
+    stop = StopAfter(2)
+    first = sweep(spec, progress=stop)
+    assert first.outcome.interrupted and first.outcome.ok == 2 and first.outcome.remaining == 4
+    run_dir = tmp_path / "cut"
+    before = parts(run_dir)
+    assert len(before) == 2 and not list(run_dir.glob(".tmp-*"))
+    done_before = {cid for cid, _ in before}
+    # Resume with nothing but the run id: the run's own spec is the base.
+    assert cli.main(["run", "--results", str(tmp_path), "--run-id", "cut"]) == 0
+    after = parts(run_dir)
+    new = set(after) - set(before)
+    planned = set(json.loads((run_dir / "manifest.json").read_text())["planned"])
+    assert len(planned) == 6
+    assert {cid for cid, _ in new} == planned - done_before  # only the missing ones were measured
+    assert sorted(cid for cid, _ in after) == sorted(planned)  # and each config exactly once
+    assert tilings_of(run_dir) == {(1, 1), (1, 2), (1, 3), (2, 1), (3, 1), (2, 2)}
+    # Resuming a complete run measures nothing and needs no cluster.
+    assert cli.main(["run", "--results", str(tmp_path), "--run-id", "cut"]) == 0
+    assert parts(run_dir) == after
+    # Changing what a config measures under the same run id is refused in one line, before any write.
+    capsys.readouterr()
+    assert cli.main(["run", "--results", str(tmp_path), "--run-id", "cut", "--repeats", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was measured with repeats=1, not 5" in err[0]
+    assert parts(run_dir) == after
+
+
+def test_fill_measures_exactly_the_tilings_of_the_missing_crop_counts(ray_cluster, tmp_path, capsys):
+    v1 = PROFILES["molmo-v1"]
+    results = str(tmp_path)
+    base = ["--model", "tiny-molmo-v1", "--tilings", "1x1,1x2,1x3", *FAST, "--workers", "4"]
+    assert cli.main(["run", "--results", results, "--run-id", "base", *base]) == 0
+    run_dir = tmp_path / "base"
+    before = set(parts(run_dir))
+    assert cli.main(["fill", "--crops", "3,6,9,12", "--results", results]) == 0  # the latest run by default
+    new_ids = {cid for cid, _ in set(parts(run_dir)) - before}
+    wanted = {t for n in (3, 6, 9, 12) for t in tilings_for_crops(n, v1)}
+    assert wanted == {(1, 2), (2, 1), (1, 5), (5, 1), (1, 8), (2, 4), (4, 2), (8, 1), (1, 11), (11, 1)}
+    # Every tiling giving those counts, minus 1x2 which the run already had; nothing else.
+    assert tilings_of(run_dir, new_ids) == wanted - {(1, 2)}
+    assert len(new_ids) == len(wanted) - 1
+    rows = scan(run_dir).collect()
+    assert set(rows["status"]) == {"ok"} and set(rows["model"]) == {"tiny-molmo-v1"}
+    assert set(rows["crops"]) == {2, 3, 4, 6, 9, 12}
+    capsys.readouterr()
+    assert cli.main(["status", "--results", results, "--run-id", "base"]) == 0
+    status = capsys.readouterr().out
+    assert "12/12 done, 0 failed, 0 missing" in status
+    # A second fill finds nothing missing and measures nothing.
+    assert cli.main(["fill", "--crops", "3,6,9,12", "--results", results]) == 0
+    assert len(parts(run_dir)) == 12

@@ -107,3 +107,18 @@ def test_report_notes_an_unfittable_model_and_keeps_the_rest(tmp_path, synth):
     assert "latency model not fitted" in html and "need at least 3" in html
     assert not any(p.name.startswith("model-") for p in written)
     assert len(checks.check_images(tmp_path / "out", html)) == 3
+
+
+def test_report_sections_per_run_including_a_run_of_failures_only(tmp_path, synth):
+    synth.write_sweep(tmp_path / "res", families=("1xk",), repeats=2, run_id="run-good",
+                      skip=[(1, k) for k in range(5, 13)])
+    synth.write_part(tmp_path / "res", [synth.failed(run_id="run-bad", config_id="x", error="boom: no memory")])
+    out = tmp_path / "out"
+    report.build(tmp_path / "res", out)
+    html = (out / "report.html").read_text()
+    assert html.count("<h2>Run ") == 2
+    bad, good = html.split("<h2>Run ")[1:]  # sections in run id order
+    assert good.startswith("run-good") and bad.startswith("run-bad")
+    assert len(checks.check_images(out, html)) == 4  # all four figures of run-good, none of run-bad
+    assert "data-file" not in bad and "no config of this run was measured ok" in bad
+    assert "boom: no memory" in bad

@@ -44,7 +44,7 @@ from tilings import Profile
 
 from orchestrator.cluster import WorkerPlan
 from orchestrator.plan import PlannedConfig
-from orchestrator.progress import LogProgress, Progress
+from orchestrator.progress import STARTING, LogProgress, Progress
 from orchestrator.spec import SweepSpec
 from orchestrator.store import RunStore
 from workers import faults
@@ -152,6 +152,8 @@ class Driver:
         """Create the actors (non-blocking; they become usable as they finish loading)."""
         if not self._slots:
             self._slots = [self._new_slot(f"w{i}") for i in range(self.workers.count)]
+            for slot in self._slots:
+                self.progress.worker(slot.name, STARTING)
 
     def _new_slot(self, name: str) -> _Slot:
         actor = self._remote.remote(**self.host_kwargs)
@@ -163,7 +165,7 @@ class Driver:
         ray.kill(slot.actor, no_restart=True)
         new = self._new_slot(slot.name)
         self._slots[self._slots.index(slot)] = new
-        self.progress.worker(slot.name, "starting")
+        self.progress.worker(slot.name, STARTING)
 
     def _started(self, slot: _Slot, info: dict[str, Any]) -> None:
         slot.info = info

@@ -15,6 +15,8 @@ from typing import IO, Protocol
 
 log = logging.getLogger("tilesweep.progress")
 
+STARTING = "starting"  # the activity of an actor that is loading its model
+
 
 class Progress(Protocol):
     """What the driver reports. Every method is cheap and must not raise."""
@@ -42,6 +44,11 @@ class _Counts:
         self.failed = 0
         self.retries = 0
         self.t0 = time.monotonic()
+        self.t_first_dispatch: float | None = None  # actor start-up is not part of the rate
+
+    def dispatched(self) -> None:
+        if self.t_first_dispatch is None:
+            self.t_first_dispatch = time.monotonic()
 
     @property
     def finished(self) -> int:
@@ -53,7 +60,8 @@ class _Counts:
     def eta(self) -> float | None:
         if not self.finished or self.finished >= self.total:
             return None
-        return self.elapsed() / self.finished * (self.total - self.finished)
+        busy = time.monotonic() - (self.t_first_dispatch or self.t0)
+        return busy / self.finished * (self.total - self.finished)
 
 
 def _clock(seconds: float | None) -> str:
@@ -75,6 +83,8 @@ class LogProgress:
         log.info("measuring %d config(s)%s", total, f" ({done} already done)" if done else "")
 
     def worker(self, worker: str, activity: str | None) -> None:
+        if activity not in (None, STARTING):
+            self.counts.dispatched()
         if activity is not None:
             log.debug("%s: %s", worker, activity)
 
@@ -142,6 +152,8 @@ class RichProgress:
         self._live.start()
 
     def worker(self, worker: str, activity: str | None) -> None:
+        if activity not in (None, STARTING):
+            self.counts.dispatched()
         self.workers[worker] = activity
 
     def finished(self, worker: str, label: str, status: str, seconds: float, attempt: int) -> None:

@@ -35,7 +35,7 @@ class ClusterShape:
         return self.nodes * self.gpus_per_node
 
 
-def _worker_env() -> None:
+def worker_env() -> None:
     """Let every Ray worker import this repository and keep one thread per op.
 
     Ray's nodes inherit the environment of the process that starts them; the
@@ -60,7 +60,7 @@ def local_cluster(shape: ClusterShape) -> Iterator[tuple[str, float]]:
     import ray
     from ray.cluster_utils import Cluster
 
-    _worker_env()
+    worker_env()
     t0 = time.perf_counter()
     node_args = {"num_cpus": shape.cpus_per_node, "num_gpus": shape.gpus_per_node}
     cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})

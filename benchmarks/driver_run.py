@@ -18,12 +18,13 @@ class StampingProgress:
     """A `orchestrator.progress.Progress` that records when each config finished (epoch s)."""
 
     def __init__(self) -> None:
+        self.started: float | None = None  # Driver.run began: Ray is up, the plan is made
         self.finished_at: list[float] = []
         self.statuses: list[str] = []
         self.retries = 0
 
     def start(self, total: int, done: int) -> None:
-        pass
+        self.started = time.time()
 
     def worker(self, worker: str, activity: str | None) -> None:
         pass

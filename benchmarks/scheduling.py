@@ -46,7 +46,9 @@ class SchedulingSize:
     nodes: int
     gpus_per_node: int
     target_bound_s: float  # durations are scaled so that sum / GPUs is this long
-    noise_sigma: float = 0.5
+    # How far a config's true duration strays from the cost shape (lognormal sigma):
+    # the planner orders by its own rough cost, so this is its prediction error.
+    noise_sigma: float = 0.3
     warmup: int = 1
     repeats: int = 3
     seed: int = 0

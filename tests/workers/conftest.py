@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import textwrap
 from pathlib import Path
 
 # No test here may reach a model hub: every model is built from a config in code.
@@ -43,10 +41,3 @@ def no_ray_env(tmp_path: Path) -> dict[str, str]:
     env.pop("TILESWEEP_INJECT", None)
     return env
 
-
-PYTHON = sys.executable
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path

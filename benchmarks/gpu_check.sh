@@ -36,6 +36,9 @@ except Exception:
     print(transformers.__version__)
     sys.exit(4)
 print(f"gpu_check: torch {torch.__version__}, transformers {transformers.__version__}, cuda {torch.cuda.is_available()}")
+if tuple(int(p) for p in transformers.__version__.split(".")[:2] if p.isdigit()) < (5, 24):
+    print(f"gpu_check: warning: transformers {transformers.__version__} is older than 5.24, the version tilesweep "
+          "is tested with", file=sys.stderr)
 PYEOF
 }
 

@@ -283,7 +283,7 @@ class ModelHost:
             size, predicted = self._prediction(config)
         except ValueError:  # e.g. a tiling over max_crops: describe it without the inverse
             predicted = tiling_geometry(Tiling(config.tiling_rows, config.tiling_cols), self.profile)
-            size = config.height and (config.height, config.width) or predicted.canvas
+            size = predicted.canvas if config.height is None else (config.height, config.width)
         return Record(
             **self._base_fields(config, size, predicted),
             status=STATUS_FAILED,

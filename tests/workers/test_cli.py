@@ -62,3 +62,11 @@ def test_bad_arguments_exit_2_with_one_line(no_ray_env):
     assert done.stderr.strip().count("\n") == 0 and "bad tiling '1by3'" in done.stderr
     done = run(["--module", "vision"], no_ray_env, timeout=60)
     assert done.returncode == 2 and "write STAGE=dotted.path" in done.stderr
+
+
+def test_importing_workers_loads_neither_torch_nor_ray(no_ray_env):
+    """The driver imports `workers` for Record and MeasureConfig; torch comes only with ModelHost."""
+    code = ("import sys, workers; from workers import MeasureConfig, Record; "
+            "assert 'torch' not in sys.modules and 'ray' not in sys.modules; print('light')")
+    done = subprocess.run([PYTHON, "-c", code], env=no_ray_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "light", done.stderr

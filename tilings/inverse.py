@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 from tilings._checks import check_positive_int
@@ -56,7 +57,12 @@ def tilings_for_crops(n: int, profile: Profile | str) -> list[Tiling]:
     """
     profile = get_profile(profile)
     reach = crop_range(profile)
-    n = check_positive_int("crop count", n)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise ValueError(
+            f"crop count must be an integer from {reach.start} to {reach.stop - 1} with profile {profile.name!r}, "
+            f"got {n!r} ({type(n).__name__})"
+        )
+    n = int(n)
     if n not in reach:
         raise ValueError(
             f"crop count {n} is unreachable with profile {profile.name!r}; crop counts (global crop included) "

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -178,14 +179,20 @@ def main(args: argparse.Namespace) -> int:
     families = parse_families(args.family)
     crops = parse_crops(args.crops, profile) if args.crops else None
     rows = build_plan(profile, families, crops, args.tokens)
-    if args.format == "json":
-        print(format_json(rows, profile, families))
-    elif args.format == "csv":
-        print(format_csv(rows))
-        # stdout stays pure CSV for pipes; the coverage note goes beside it.
-        sys.stderr.write(coverage_line(profile, families) + "\n")
-    else:
-        print(format_table(rows))
-        print()
-        print(coverage_line(profile, families))
+    try:
+        if args.format == "json":
+            print(format_json(rows, profile, families))
+        elif args.format == "csv":
+            print(format_csv(rows))
+            # stdout stays pure CSV for pipes; the coverage note goes beside it.
+            sys.stderr.write(coverage_line(profile, families) + "\n")
+        else:
+            print(format_table(rows))
+            print()
+            print(coverage_line(profile, families))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `tilesweep plan | head` closed the pipe early: not an error. Point stdout at
+        # /dev/null so that the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

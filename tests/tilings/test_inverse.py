@@ -123,8 +123,9 @@ def test_crops_and_tokens_are_different_axes():
     (1, "molmo-v1", "crop count 1 is unreachable.*from 2 to 13"),
     (14, "molmo-v1", "crop count 14 is unreachable.*from 2 to 13"),
     (10, "molmo2", "crop count 10 is unreachable with profile 'molmo2'.*from 2 to 9"),
-    (0, "molmo2", "crop count must be a positive integer, got 0"),
-    (3.0, "molmo2", "crop count must be a positive integer"),
+    (0, "molmo2", "crop count 0 is unreachable with profile 'molmo2'.*from 2 to 9"),
+    (3.0, "molmo2", "crop count must be an integer from 2 to 9 with profile 'molmo2', got 3.0"),
+    ("3", "molmo2", "crop count must be an integer from 2 to 9.*got '3'"),
 ])
 def test_unreachable_crop_counts_are_refused(n, name, needle):
     with pytest.raises(ValueError, match=needle):

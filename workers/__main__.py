@@ -21,7 +21,7 @@ from workers.config import MeasureConfig, parse_tiling
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workers", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m workers", description="Measure configurations of one model, without Ray.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny-molmo2",
                    help="registered model (tiny-molmo2, tiny-molmo-v1, molmo2-4b-arch, molmo2-8b-arch), hub id or local path")

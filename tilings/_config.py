@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,26 @@ _V1_KEYS = frozenset(
 _MOLMO2_KEYS = frozenset({"size", "patch_size", "pooling_size"})
 
 
-def profile_fields_from_config(config: Mapping[str, Any] | str | Path) -> tuple[dict[str, Any], str]:
-    """Profile fields found in `config`, and the preset family (``"molmo2"`` or ``"molmo-v1"``) it belongs to."""
-    from tilings.profiles import load_json
+def load_json(path: str | Path) -> dict[str, Any]:
+    """Read a JSON object from a file, as a one-line ValueError when that fails."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read preprocessor config {str(path)!r}: {exc}; pass a JSON file or a dict") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"preprocessor config {str(path)!r} holds a {type(data).__name__}, not a JSON object")
+    return data
 
+
+def profile_fields_from_config(
+    config: Mapping[str, Any] | str | Path,
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Read a config: (Profile fields it sets, its family preset name, values it states only as a check).
+
+    The family is ``"molmo2"`` or ``"molmo-v1"``. The checks are Molmo v1's
+    ``image_token_length_h/w``: the pooled low-res grid, which the other numbers
+    already decide.
+    """
     if isinstance(config, (str, Path)):
         config = load_json(config)
     if not isinstance(config, Mapping):
@@ -45,7 +61,8 @@ def profile_fields_from_config(config: Mapping[str, Any] | str | Path) -> tuple[
         fields["max_crops"] = flat["max_crops"]
     if "overlap_margins" in flat:
         fields["overlap_margins"] = _pair("overlap_margins", flat["overlap_margins"])
-    return fields, ("molmo-v1" if is_v1 else "molmo2")
+    stated = {k: flat[k] for k in ("image_token_length_h", "image_token_length_w") if k in flat}
+    return fields, ("molmo-v1" if is_v1 else "molmo2"), stated
 
 
 def _pair(key: str, value: Any) -> tuple[Any, Any]:
@@ -97,27 +114,4 @@ def _v1_fields(cfg: dict[str, Any]) -> dict[str, Any]:
         fields["patch_size"] = cfg["image_patch_size"]
     if "image_pooling_h" in cfg or "image_pooling_w" in cfg:
         fields["pooling"] = (cfg.get("image_pooling_h", 2), cfg.get("image_pooling_w", 2))
-    _check_token_lengths(cfg, fields)
     return fields
-
-
-def _check_token_lengths(cfg: dict[str, Any], fields: dict[str, Any]) -> None:
-    """v1 configs also state the pooled low-res grid; it must agree with the other numbers."""
-    from tilings.profiles import PROFILES
-
-    base = PROFILES["molmo-v1"]
-    crop = fields.get("crop_size", base.crop_size)
-    patch = fields.get("patch_size", base.patch_size)
-    pool_h, pool_w = fields.get("pooling", base.pooling)
-    for key, pool in (("image_token_length_h", pool_h), ("image_token_length_w", pool_w)):
-        if key not in cfg:
-            continue
-        try:
-            expected = math.ceil((crop // patch) / pool)
-        except (TypeError, ZeroDivisionError):
-            return  # the Profile's own checks report the bad number itself
-        if cfg[key] != expected:
-            raise ValueError(
-                f"preprocessor config {key}={cfg[key]!r} disagrees with crop {crop} px / patch {patch} px / "
-                f"pooling {pool} (= {expected}); fix the config or its overrides"
-            )

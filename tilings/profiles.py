@@ -9,13 +9,13 @@ window of the vision adapter and the token layout around the pooled patches.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tilings._checks import check_positive_int
+from tilings._config import profile_fields_from_config
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,15 +118,14 @@ class Profile:
             ValueError: an unreadable file, a config of neither family, inconsistent
                 values, or an override that is not a Profile field.
         """
-        from tilings._config import profile_fields_from_config
-
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             allowed = ", ".join(f.name for f in dataclasses.fields(cls))
             raise ValueError(f"unknown Profile override(s) {', '.join(unknown)}; allowed: {allowed}")
-        fields, family = profile_fields_from_config(config)
+        fields, family, stated = profile_fields_from_config(config)
         base = PROFILES[family]
         merged = {**{f.name: getattr(base, f.name) for f in dataclasses.fields(cls)}, **fields}
+        _check_stated_grid(cls(**merged), stated)
         if "name" not in overrides:
             candidate = cls(**{**merged, **overrides, "name": base.name})
             merged["name"] = base.name if candidate == base else f"{base.name}-custom"
@@ -177,12 +176,11 @@ def get_profile(profile: Profile | str) -> Profile:
     )
 
 
-def load_json(path: str | Path) -> dict[str, Any]:
-    """Read a JSON object from a file, as a one-line ValueError when that fails."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read preprocessor config {str(path)!r}: {exc}; pass a JSON file or a dict") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"preprocessor config {str(path)!r} holds a {type(data).__name__}, not a JSON object")
-    return data
+def _check_stated_grid(profile: Profile, stated: Mapping[str, Any]) -> None:
+    """A Molmo v1 config states its pooled low-res grid; it must agree with the numbers that decide it."""
+    for key, expected in zip(("image_token_length_h", "image_token_length_w"), profile.low_res_grid):
+        if key in stated and stated[key] != expected:
+            raise ValueError(
+                f"preprocessor config {key}={stated[key]!r} disagrees with its crop {profile.crop_size} px, "
+                f"patch {profile.patch_size} px and pooling {profile.pooling} (= {expected}); fix the config"
+            )

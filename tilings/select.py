@@ -34,13 +34,22 @@ _F32 = struct.Struct("<f")
 _INF = math.inf
 # torch.where(scale < 1.0, 10e9, scale) writes 10e9 into a float32 tensor.
 _REPLACED = _F32.unpack(_F32.pack(10e9))[0]
+# The processor holds image sizes in int64 tensors; larger sizes are no image at all.
+MAX_SIZE = 2**63
 
 
 def _f32(x: float) -> float:
-    """Round a double to the nearest float32 (ties to even), kept as a Python float."""
+    """Round a double to the nearest float32 (ties to even), kept as a Python float.
+
+    Integers above 2**53 reach here already rounded to a double, as they do in
+    torch, which converts Python integers for a float32 tensor through a double.
+    """
     if math.isinf(x):
         return x
-    return _F32.unpack(_F32.pack(x))[0]
+    try:
+        return _F32.unpack(_F32.pack(x))[0]
+    except OverflowError:  # beyond float32's range: IEEE rounds to infinity
+        return math.copysign(_INF, x)
 
 
 def _div_f32(numerator: float, denominator: float) -> float:
@@ -88,8 +97,8 @@ def select_tiling(height: int, width: int, profile: Profile | str) -> Tiling:
     Raises:
         ValueError: a size that is not a positive integer, or an unknown profile.
     """
-    height = check_positive_int("height", height)
-    width = check_positive_int("width", width)
+    height = check_positive_int("height", height, below=MAX_SIZE)
+    width = check_positive_int("width", width, below=MAX_SIZE)
     profile = get_profile(profile)
     margin = profile.margin_size
     return select_tiling_raw(height - margin, width - margin, profile.window_size, profile.max_crops)

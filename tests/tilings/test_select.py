@@ -118,3 +118,15 @@ def test_bad_sizes_are_refused(bad):
 def test_unknown_profile_is_refused():
     with pytest.raises(ValueError, match="unknown profile 'molmo-v2'"):
         select_tiling(336, 336, "molmo-v2")
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_giant_sizes_match_the_processor(name, processors, processor_counts, predicted_counts):
+    """Sizes past float32's integers (2**24) and a double's (2**53) are rounded as the processor rounds them."""
+    for h, w in [(2**62, 5), (2**60 + 12345, 2**61), (2**40, 3), (2**24 + 1, 2**25 + 3)]:
+        assert predicted_counts(geometry(h, w, name)) == processor_counts(processors[name], h, w), (h, w)
+
+
+def test_sizes_beyond_int64_are_refused():
+    with pytest.raises(ValueError, match=r"height must be a positive integer below 9223372036854775808"):
+        select_tiling(2**63, 4, "molmo2")

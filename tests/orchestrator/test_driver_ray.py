@@ -95,3 +95,35 @@ def test_timeouts_crashes_and_per_config_failures(ray_cluster, tmp_path):
     assert rows[by_tiling["1x3"]]["crops"] == 4 and rows[by_tiling["1x3"]]["node_id"]
     assert rows[by_tiling["2x1"]]["status"] == "failed" and rows[by_tiling["2x1"]]["error_type"] == "OutOfMemoryError"
     assert rows[by_tiling["1x2"]]["status"] == "ok" and rows[by_tiling["1x1"]]["status"] == "ok"
+
+
+def test_node_lost_mid_sweep_its_configs_are_requeued(ray_nodes_restored, tmp_path):
+    cluster = ray_nodes_restored
+    driver, configs, profile = make_driver(
+        tmp_path, "nodeloss", {"tilings": "1x1,1x2,1x3,1x4,1x5,2x1,2x2,2x3", "repeats": 2}, {})
+    nodes = {n.node_id: n for n in cluster.worker_nodes}
+    removed: list[dict] = []
+
+    def remove_a_busy_node():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            busy = [t for t in driver.in_flight() if t["node_id"] in nodes and t["seconds"] > 0.2]
+            if busy:
+                removed.extend(t for t in driver.in_flight() if t["node_id"] == busy[0]["node_id"])
+                cluster.remove_node(nodes[busy[0]["node_id"]], allow_graceful=False)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=remove_a_busy_node, daemon=True)
+    thread.start()
+    outcome = driver.run(configs, profile)
+    thread.join(5)
+    assert removed, "no config was seen in flight on a worker node"
+    dead_node = removed[0]["node_id"]
+    assert outcome.ok == 8 and outcome.failed == 0 and outcome.retries >= 1
+    rows = scan(tmp_path / "nodeloss").collect()
+    assert rows["config_id"].n_unique() == 8 and rows.height == 16 and set(rows["status"]) == {"ok"}
+    assert rows.select("config_id", "repeat").is_duplicated().sum() == 0
+    lost = rows.filter(rows["config_id"].is_in([t["config_id"] for t in removed]))
+    # What was in flight on the lost node was measured again, elsewhere, under a new attempt.
+    assert lost.height > 0 and dead_node not in set(lost["node_id"]) and set(lost["attempt"]) == {2}

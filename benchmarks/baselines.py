@@ -101,6 +101,9 @@ def run_tune_grid(model: str, configs: list[dict[str, Any]], *, concurrency: int
     Raises:
         RuntimeError: a trial failed.
     """
+    # The legacy reporter prints nothing at verbose=0; the new one prints a banner to stdout,
+    # where the benchmark's table goes.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
     from ray import tune
 

@@ -1,0 +1,97 @@
+"""`python -m benchmarks --quick` end to end, so that no benchmark can rot.
+
+It runs once, in a subprocess: the benchmarks start their own Ray clusters (a
+2-node cluster of 8 logical GPUs, local instances for tilesweep and Tune), which
+must not meet the session's cluster in this process. The tests check that every
+figure is computed, finite and consistent with what it measures; they do not
+check targets (speed figures belong to the benchmark run, not to the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NAMES = ("scheduling", "speedup", "overhead", "additivity")
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = {name: json.loads((out / f"{name}.json").read_text()) for name in NAMES}
+    return {"out": out, "stdout": proc.stdout, "results": results, "readme": (out / "README.md").read_text()}
+
+
+def figures(run: dict, name: str) -> dict[str, float]:
+    return {f["name"]: f["value"] for f in run["results"][name]["figures"]}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_figure_is_finite_and_described(quick_run, name):
+    data = quick_run["results"][name]
+    assert data["benchmark"] == name and data["quick"] is True
+    assert data["figures"], f"{name} reported no figure"
+    for fig in data["figures"]:
+        assert isinstance(fig["value"], (int, float)) and math.isfinite(fig["value"]), fig
+        assert fig["name"] and fig["unit"], fig
+    machine = data["machine"]
+    for key in ("cpu_model", "cores", "memory_gib", "python", "torch", "ray", "date", "load_average"):
+        assert machine.get(key) is not None, key
+
+
+def test_the_table_has_a_row_per_figure_and_is_printed(quick_run):
+    rows = [line for line in quick_run["readme"].splitlines() if line.startswith("| ") and "---" not in line][1:]
+    expected = [(data["title"], fig["name"]) for data in quick_run["results"].values() for fig in data["figures"]]
+    assert [tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows] == expected
+    assert quick_run["readme"] in quick_run["stdout"]
+
+
+def test_scheduling_figures_respect_the_bound(quick_run):
+    f = figures(quick_run, "scheduling")
+    # Sleeps cannot finish before their sum allows: no schedule beats the lower bound.
+    assert f["makespan / lower bound"] >= 0.999
+    assert f["static round-robin / lower bound"] >= 1.0
+    assert f["zero-overhead dynamic queue / lower bound"] >= 1.0
+    assert f["static round-robin / lower bound (run)"] >= 0.999 * f["static round-robin / lower bound"]
+    details = quick_run["results"]["scheduling"]["details"]
+    assert details["size"]["configs"] == 100 and details["retries"] == 0
+    assert details["makespan_s"] >= details["durations_s"]["sum"] / 8 * 0.999
+
+
+def test_speedup_times_are_ordered(quick_run):
+    f = figures(quick_run, "speedup")
+    for method, wall in (("tilesweep", "tilesweep wall"), ("sequential loop", "sequential loop wall"),
+                         ("Ray Tune", "Ray Tune wall")):
+        assert 0 < f[f"time to first result, {method}"] <= f[wall]
+    assert f["sequential loop / tilesweep"] == pytest.approx(f["sequential loop wall"] / f["tilesweep wall"])
+    details = quick_run["results"]["speedup"]["details"]
+    assert len(details["tune"]["arrivals"]) == len(details["configs"]) == details["tilesweep"]["configs"]
+
+
+def test_overhead_counts_two_events_per_timed_call(quick_run):
+    data = quick_run["results"]["overhead"]
+    f = figures(quick_run, "overhead")
+    calls = data["details"]["stage_calls"]
+    assert f["hook events per forward"] == 2 * sum(calls.values()) >= 8  # four stages, a pre-hook and a hook each
+    assert len(data["details"]["hooked_us"]) == len(data["details"]["plain_us"]) == data["details"]["size"]["pairs"]
+
+
+def test_additivity_shares_and_cvs_are_in_range(quick_run):
+    f = figures(quick_run, "additivity")
+    assert -100 < f["t_total - sum(stages), median over configs"] <= f["t_total - sum(stages), max over configs"] < 100
+    for stage in ("vision", "projector", "llm_prefill", "lm_head", "total"):
+        assert 0 <= f[f"CV of {stage}, median over configs"] <= f[f"CV of {stage}, max over configs"]

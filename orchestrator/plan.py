@@ -76,9 +76,12 @@ def config_id(spec: SweepSpec, profile: Profile, tiling: Tiling, height: int, wi
 def select_tilings(spec: SweepSpec, profile: Profile) -> list[tuple[Tiling, str]]:
     """(tiling, family) pairs the spec asks for, each tiling once.
 
-    Explicit `tilings` and `crops` (every tiling giving each count) replace the
-    families; a tiling keeps the first family that holds it, so the same tiling
-    carries the same label however it was selected.
+    Without `tilings` and `crops`: every tiling of the families. Otherwise the
+    explicit `tilings`, plus for each crop count the families' tilings that give
+    it, or every tiling that gives it when the families have none (or no family
+    is named, as in `fill`) - the same rule as ``tilesweep plan --crops``. A tiling
+    keeps the first family that holds it, so it carries the same label however it
+    was selected.
 
     Raises:
         UsageError: a tiling over the profile's crop limit or an unreachable crop count.
@@ -93,11 +96,13 @@ def select_tilings(spec: SweepSpec, profile: Profile) -> list[tuple[Tiling, str]
                 f"tiling {rows}x{cols} has {rows * cols} crops, over the max_crops {profile.max_crops} of "
                 f"profile {profile.name!r}; pick tilings with rows*cols <= {profile.max_crops}")
         chosen.append(Tiling(rows, cols))
+    in_families = [t for t, _ in enumerate_tilings(profile, spec.families)] if spec.families else []
     for n in spec.crops:
         try:
-            chosen.extend(tilings_for_crops(n, profile))
+            every = tilings_for_crops(n, profile)
         except ValueError as exc:
             raise UsageError(f"--crops: {exc}") from None
+        chosen.extend([t for t in in_families if t.rows * t.cols + 1 == n] or every)
     unique = list(dict.fromkeys(chosen))
     return [(t, family_of[t]) for t in unique]
 

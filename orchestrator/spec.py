@@ -40,8 +40,10 @@ class SweepSpec:
     attn_implementation: str | None = None
     # --- what to measure ---
     families: tuple[str, ...] = DEFAULT_FAMILIES
-    tilings: tuple[tuple[int, int], ...] = ()  # explicit tilings; with `crops`, replaces `families`
-    crops: tuple[int, ...] = ()  # crop counts (global crop included) to cover
+    tilings: tuple[tuple[int, int], ...] = ()  # explicit tilings (then `families` only filter `crops`)
+    # Crop counts (global crop included) to cover: the families' tilings giving each
+    # count, or every tiling giving it when the families have none (see plan.select_tilings).
+    crops: tuple[int, ...] = ()
     warmup: int = 1
     repeats: int = 3
     min_duration_s: float = 0.0
@@ -115,7 +117,7 @@ def build_spec(path: str | Path | None = None, overrides: Mapping[str, Any] | No
     where = "spec"
     if path is not None:
         where = str(path)
-        values.update(_read_yaml(Path(path)))
+        values.update(read_spec_file(path))
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
@@ -162,9 +164,11 @@ def check(spec: SweepSpec) -> list[str]:
     return problems
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a YAML spec file (keys with ``-`` read as ``_``), not yet coerced."""
     import yaml
 
+    path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--profile", help="tiling profile (default: the model's own)")
     add("--family", metavar="LIST", help="tiling families, comma list of 1xk,2xk,kx1,all (default 1xk,2xk,kx1)")
     add("--tilings", metavar="LIST", help="explicit tilings, e.g. 1x2,2x4 (replaces --family)")
-    add("--crops", metavar="LIST", help="crop counts (global crop included), e.g. 3,6,9,12: every tiling giving them")
+    add("--crops", metavar="LIST", help="crop counts (global crop included), e.g. 3,6,9,12: the families' tilings "
+        "giving them, or every tiling giving a count the families miss (as `tilesweep plan --crops`)")
     add("--warmup", metavar="N", help="untimed repeats per config (default 1)")
     add("--repeats", metavar="N", help="timed repeats per config (default 3)")
     add("--dtype", choices=("float32", "float16", "bfloat16"), help="model dtype (default: the host's for its device)")
@@ -100,10 +101,9 @@ def _stored_spec(manifest: dict[str, Any]) -> dict[str, Any]:
 def _file_values(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
-    from orchestrator.spec import _read_yaml
-    from pathlib import Path
+    from orchestrator.spec import read_spec_file
 
-    return _read_yaml(Path(path))
+    return read_spec_file(path)
 
 
 def _clear_selection(spec: SweepSpec) -> SweepSpec:

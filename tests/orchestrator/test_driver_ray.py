@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 
 import pytest
+import ray.cloudpickle
 
 from orchestrator.cluster import cluster_gpus, worker_plan
 from orchestrator.driver import Driver
@@ -20,8 +22,23 @@ from orchestrator.query import scan
 from orchestrator.spec import build_spec
 from orchestrator.store import RunStore
 from tilings import PROFILES
+from workers import ModelHost
 
 pytestmark = pytest.mark.ray
+
+# The test module is not importable in Ray's workers; its classes travel by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class MisbehavingHost(ModelHost):
+    """The real host, except that 1x4 raises out of `measure` and 2x2 returns no records."""
+
+    def measure(self, config):
+        if (config.tiling_rows, config.tiling_cols) == (1, 4):
+            raise RuntimeError("host bug on 1x4")
+        if (config.tiling_rows, config.tiling_cols) == (2, 2):
+            return []
+        return super().measure(config)
 
 
 def part_attempts(run_dir) -> dict[str, list[int]]:
@@ -32,10 +49,10 @@ def part_attempts(run_dir) -> dict[str, list[int]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def make_driver(tmp_path, run_id, overrides, env):
+def make_driver(tmp_path, run_id, overrides, env, host_cls=None):
     spec = build_spec(None, {"results": str(tmp_path), "run_id": run_id, "warmup": 0, **overrides})
     store = RunStore(spec.results, run_id)
-    driver = Driver(spec, store, worker_plan(spec, cluster_gpus()), actor_env=env)
+    driver = Driver(spec, store, worker_plan(spec, cluster_gpus()), actor_env=env, host_cls=host_cls)
     profile = PROFILES["molmo2"]
     return driver, plan(spec, profile), profile
 
@@ -79,21 +96,25 @@ def test_actor_killed_mid_config_is_replaced_and_the_config_measured_once(ray_cl
 def test_timeouts_crashes_and_per_config_failures(ray_cluster, tmp_path):
     inject = "hang@1x2/1,crash@1x3,oom@2x1"
     driver, configs, profile = make_driver(
-        tmp_path, "faults", {"tilings": "1x1,1x2,1x3,2x1", "repeats": 1, "workers": 2, "max_attempts": 2,
-                             "config_timeout_s": 12}, {"TILESWEEP_INJECT": inject})
+        tmp_path, "faults", {"tilings": "1x1,1x2,1x3,1x4,2x1,2x2", "repeats": 1, "workers": 2, "max_attempts": 2,
+                             "config_timeout_s": 12}, {"TILESWEEP_INJECT": inject}, host_cls=MisbehavingHost)
     by_tiling = {c.label(): c.config_id for c in configs}
     outcome = driver.run(configs, profile)
-    # 1x2: hung, killed at the timeout, then ok; 1x3: crashed twice, a failed row; 2x1: OOM, failed, not retried.
-    assert (outcome.ok, outcome.failed, outcome.retries) == (2, 2, 3)
+    # 1x2: hung, killed at the timeout, then ok; 1x3: crashed twice, a failed row; 2x1: OOM, failed,
+    # not retried; 1x4: the host raised, 2x2: no records - failed rows, the actor kept.
+    assert (outcome.ok, outcome.failed, outcome.retries) == (2, 4, 3)
     run_dir = tmp_path / "faults"
     attempts = part_attempts(run_dir)
-    assert attempts == {by_tiling["1x1"]: [1], by_tiling["1x2"]: [2], by_tiling["1x3"]: [2], by_tiling["2x1"]: [1]}
+    assert attempts == {by_tiling["1x1"]: [1], by_tiling["1x2"]: [2], by_tiling["1x3"]: [2], by_tiling["2x1"]: [1],
+                        by_tiling["1x4"]: [1], by_tiling["2x2"]: [1]}
     rows = {r["config_id"]: r for r in scan(run_dir).collect().iter_rows(named=True)}
-    assert rows[by_tiling["1x3"]]["status"] == "failed"
-    assert rows[by_tiling["1x3"]]["error_type"] == "WorkerLost"
-    assert rows[by_tiling["1x3"]]["error"].startswith("lost 2 time(s), last: actor died")
-    assert rows[by_tiling["1x3"]]["crops"] == 4 and rows[by_tiling["1x3"]]["node_id"]
+    crashed = rows[by_tiling["1x3"]]
+    assert crashed["status"] == "failed" and crashed["error_type"] == "WorkerLost"
+    assert crashed["error"].startswith("lost 2 time(s), last: actor died")
+    assert crashed["crops"] == 4 and crashed["node_id"] and crashed["profile"] == "molmo2"
     assert rows[by_tiling["2x1"]]["status"] == "failed" and rows[by_tiling["2x1"]]["error_type"] == "OutOfMemoryError"
+    assert rows[by_tiling["1x4"]]["error_type"] == "RuntimeError" and "host bug on 1x4" in rows[by_tiling["1x4"]]["error"]
+    assert rows[by_tiling["2x2"]]["error_type"] == "InvalidRecords" and "no records" in rows[by_tiling["2x2"]]["error"]
     assert rows[by_tiling["1x2"]]["status"] == "ok" and rows[by_tiling["1x1"]]["status"] == "ok"
 
 

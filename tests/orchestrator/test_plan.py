@@ -76,14 +76,23 @@ def test_longest_first_by_cost():
     assert cost(V1, 9, 1000) > cost(V1, 9, 900) and cost(V1, 10, 900) > cost(V1, 9, 900)
 
 
-def test_crops_select_every_tiling_giving_them_whatever_the_family():
-    spec = build_spec(None, {"crops": "3,6,9,12"})
+def test_crops_without_families_select_every_tiling_giving_them():
+    spec = dataclasses.replace(build_spec(None, {"crops": "3,6,9,12"}), families=())  # as `fill` plans
     chosen = [t for t, _ in select_tilings(spec, V1)]
     expected = [t for n in (3, 6, 9, 12) for t in tilings_for_crops(n, V1)]
     assert sorted(chosen) == sorted(expected)
     assert {(1, 11), (11, 1), (2, 4), (4, 2), (1, 8), (8, 1)} <= set(chosen)
     family_of = dict(enumerate_tilings(V1, ("1xk", "2xk", "kx1", "all")))
     assert all(f == family_of[t] for t, f in select_tilings(spec, V1))
+
+
+def test_crops_with_families_keep_the_families_tilings_or_take_all_of_a_missing_count():
+    # 7 crops: the default families give 1x6, 2x3, 6x1 (not 3x2); 2xk does not reach 4 crops (2x1.5).
+    chosen = [t for t, _ in select_tilings(build_spec(None, {"crops": "7"}), MOLMO2)]
+    assert sorted(chosen) == [(1, 6), (2, 3), (6, 1)]
+    chosen = [t for t, _ in select_tilings(build_spec(None, {"crops": "4,7", "families": "2xk"}), MOLMO2)]
+    assert sorted(chosen) == sorted([*tilings_for_crops(4, MOLMO2), (2, 3)])
+    assert sorted(chosen) == [(1, 3), (2, 3), (3, 1)]
 
 
 def test_tilings_and_crops_together_are_a_union_without_repeats():

@@ -1,0 +1,175 @@
+"""The host actors of a sweep: created, identified, replaced and killed here.
+
+Each actor lives in a named slot (``w0``, ``w1``, …). A new actor is asked at once,
+through ``__ray_call__``, who and where it is (`identify`); that call returns once
+the host's constructor (the model load) has finished, so its reference doubles as
+the "started" signal the driver waits on together with the measurements. The
+host class needs no Ray code of its own.
+
+Actors are created with ``max_restarts=0`` (`WorkerPlan.actor_options`): a death
+is never hidden by a silent restart; the driver sees it, replaces the actor here
+and counts it against the config that was running.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import RayError
+
+from orchestrator.cluster import WorkerPlan
+from orchestrator.progress import STARTING, Progress
+
+log = logging.getLogger(__name__)
+
+# ray.wait wakes at least this often, so Ctrl-C and deadlines are seen promptly.
+WAKE_S = 1.0
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot go on (e.g. no host actor can start); what is written stays valid."""
+
+
+def identify(host: Any) -> dict[str, Any]:
+    """Runs inside the actor: its node, actor id, pid, ``describe()`` and tiling profile."""
+    import os
+
+    ctx = ray.get_runtime_context()
+    describe = host.describe() if hasattr(host, "describe") else {}
+    return {"node_id": ctx.get_node_id(), "actor_id": ctx.get_actor_id(), "pid": os.getpid(),
+            "describe": describe, "profile": getattr(host, "profile", None)}
+
+
+@dataclass(eq=False)
+class Slot:
+    """One place for a host actor; `task` is the driver's in-flight call, if any."""
+
+    name: str
+    actor: Any
+    created: float
+    start_ref: Any = None  # `identify` in flight while the actor starts
+    info: dict[str, Any] | None = None  # what `identify` returned, once started
+    task: Any = None
+
+    @property
+    def ready(self) -> bool:
+        return self.info is not None and self.task is None
+
+
+class HostPool:
+    """`workers.count` actors of `host_cls`, each replaced when it dies or hangs.
+
+    Args:
+        host_cls: any class with ``describe()`` and ``measure(config)``.
+        host_kwargs: its constructor kwargs.
+        workers: how many actors and their resources.
+        env: environment variables for the actors.
+        start_timeout_s: an actor not started by then is replaced.
+        max_attempts: with the count, how many failed starts in a row end the sweep.
+    """
+
+    def __init__(self, host_cls: type, host_kwargs: Mapping[str, Any], workers: WorkerPlan, *,
+                 env: Mapping[str, str], start_timeout_s: float, max_attempts: int, progress: Progress,
+                 clock: Callable[[], float] = time.monotonic):
+        self.host_cls = host_cls
+        self.host_kwargs = dict(host_kwargs)
+        self.workers = workers
+        self.start_timeout_s = start_timeout_s
+        self.max_attempts = max_attempts
+        self.progress = progress
+        self.clock = clock
+        self._remote = ray.remote(**workers.actor_options(dict(env)))(host_cls)
+        self.slots: list[Slot] = []
+        self.hosts: dict[str, dict[str, Any]] = {}  # actor id -> identify() minus the profile
+        self._start_failures = 0
+        self._ever_started = False
+
+    def start(self) -> None:
+        """Create the actors; they become ready as their models load (this does not wait)."""
+        if not self.slots:
+            self.slots = [self._new(f"w{i}") for i in range(self.workers.count)]
+            for slot in self.slots:
+                self.progress.worker(slot.name, STARTING)
+
+    def _new(self, name: str) -> Slot:
+        actor = self._remote.remote(**self.host_kwargs)
+        slot = Slot(name=name, actor=actor, created=self.clock())
+        slot.start_ref = actor.__ray_call__.remote(identify)
+        return slot
+
+    def replace(self, slot: Slot) -> None:
+        """Kill the slot's actor (dead, hung or failed to start) and start a new one in its place."""
+        ray.kill(slot.actor, no_restart=True)
+        self.slots[self.slots.index(slot)] = self._new(slot.name)
+        self.progress.worker(slot.name, STARTING)
+
+    def starting(self) -> dict[Any, Slot]:
+        """``{identify ref: slot}`` of the actors still loading."""
+        return {s.start_ref: s for s in self.slots if s.start_ref is not None}
+
+    def start_deadlines(self) -> list[float]:
+        return [s.created + self.start_timeout_s for s in self.slots if s.start_ref is not None]
+
+    def on_start(self, slot: Slot, ref: Any) -> None:
+        """`ref` (the slot's identify call) is ready: the actor started, or failed to."""
+        try:
+            info = ray.get(ref)
+        except RayError as exc:
+            self._start_failed(slot, short(exc))
+            return
+        slot.info, slot.start_ref = info, None
+        self._ever_started = True
+        self._start_failures = 0
+        self.hosts[info["actor_id"]] = {k: v for k, v in info.items() if k != "profile"}
+        log.debug("%s started on node %s (pid %s)", slot.name, info["node_id"], info["pid"])
+        self.progress.worker(slot.name, None)
+
+    def expire_starts(self) -> None:
+        now = self.clock()
+        for slot in list(self.slots):
+            if slot.start_ref is not None and now - slot.created > self.start_timeout_s:
+                self._start_failed(slot, f"not started after {self.start_timeout_s:g}s")
+
+    def _start_failed(self, slot: Slot, reason: str) -> None:
+        self._start_failures += 1
+        # Before any actor has started, every initial actor failing means the host cannot
+        # start at all (a bad model name, say): stop instead of retrying forever.
+        limit = self.workers.count * (self.max_attempts if self._ever_started else 1)
+        log.warning("%s failed to start: %s", slot.name, reason)
+        if self._start_failures >= limit:
+            raise SweepError(f"{self._start_failures} host actor(s) failed to start in a row; last error: {reason}")
+        self.replace(slot)
+
+    def wait_starts(self, done: Callable[[], bool], timeout: float | None = None) -> None:
+        """Handle starts until `done()` or `timeout` seconds (None: no limit)."""
+        self.start()
+        deadline = None if timeout is None else self.clock() + timeout
+        while not done() and self.starting():
+            left = WAKE_S if deadline is None else min(WAKE_S, deadline - self.clock())
+            if left <= 0:
+                return
+            starting = self.starting()
+            ready, _ = ray.wait(list(starting), num_returns=1, timeout=left)
+            for ref in ready:
+                self.on_start(starting[ref], ref)
+            self.expire_starts()
+
+    def started(self) -> list[Slot]:
+        return [s for s in self.slots if s.info is not None]
+
+    def shutdown(self) -> None:
+        """Kill every actor (a killed actor frees its GPU at once)."""
+        for slot in self.slots:
+            ray.kill(slot.actor, no_restart=True)
+        self.slots = []
+
+
+def short(exc: BaseException, limit: int = 500) -> str:
+    """An exception as one line of at most `limit` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

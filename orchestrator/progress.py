@@ -118,6 +118,7 @@ class RichProgress:
         self.counts = _Counts()
         self.workers: dict[str, str | None] = {}
         self._live = None
+        self._handlers: list[tuple[logging.StreamHandler, IO[str]]] = []
 
     def _render(self):
         from rich.console import Group
@@ -147,9 +148,18 @@ class RichProgress:
         if done:
             self.console.print(f"{done} config(s) already done; measuring {total}")
         # get_renderable is re-evaluated on every refresh, so elapsed/ETA tick on their own.
+        original = sys.stderr
         self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=4,
                           transient=False)
         self._live.start()
+        # Live redirects sys.stderr so that prints land above the display; log handlers
+        # hold the stream they were built with, so point them at the redirect too.
+        self._handlers = []
+        if sys.stderr is not original:
+            for handler in logging.getLogger().handlers:
+                if type(handler) is logging.StreamHandler and handler.stream is original:
+                    handler.setStream(sys.stderr)
+                    self._handlers.append((handler, original))
 
     def worker(self, worker: str, activity: str | None) -> None:
         if activity not in (None, STARTING):
@@ -168,6 +178,9 @@ class RichProgress:
         self.console.print(f"[yellow]{worker}: {reason}; requeued {label}[/yellow]")
 
     def close(self) -> None:
+        for handler, stream in self._handlers:
+            handler.setStream(stream)
+        self._handlers = []
         if self._live is not None:
             self._live.stop()
             self._live = None

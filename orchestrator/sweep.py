@@ -183,7 +183,9 @@ def _begin(store: RunStore, manifest: dict[str, Any] | None, spec: SweepSpec, pr
         manifest = {"run_id": spec.run_id, "created_at": _now(), "measurement": spec.measurement(),
                     "profile": profile_dict(profile), "planned": {}, "hosts": {}, "invocations": []}
         log.info("new run %s in %s", spec.run_id, store.dir)
-    manifest["spec"] = spec.to_dict()
+    if command == "run" or "spec" not in manifest:
+        # The spec a plain `run --run-id` resumes; a `fill` is recorded in its invocation only.
+        manifest["spec"] = spec.to_dict()
     manifest["environment"] = environment()
     manifest["planned"] = {**manifest.get("planned", {}), **{c.config_id: c.to_dict() for c in configs}}
     manifest["invocations"] = [*manifest.get("invocations", []),

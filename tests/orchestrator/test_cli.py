@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator import cli
 from orchestrator.commands import fill, run, status
-from orchestrator.plan import plan
+from orchestrator.plan import plan, select_tilings
 from orchestrator.spec import build_spec
 from orchestrator.store import RunStore
 from tilings import PROFILES, Tiling, tiling_geometry
@@ -66,6 +66,17 @@ def test_unreachable_crop_count_is_one_line_before_ray(tmp_path, capsys):
     assert code == 2 and len(err) == 1
     assert "crop count 12 is unreachable with profile 'molmo2'" in err[0]
     assert os.listdir(tmp_path) == []
+
+
+def test_fill_plans_only_what_it_is_given(tmp_path, make_records):
+    """fill ignores the run's families: every tiling of a crop count, or the named families' ones."""
+    write_run(tmp_path, make_records)  # a 1xk run
+    seen = []
+    for argv in (["--crops", "7"], ["--crops", "7", "--family", "2xk"], ["--tilings", "3x2"]):
+        seen.append(fill.fill_spec(cli.build_parser().parse_args(["fill", "--results", str(tmp_path), *argv])))
+    chosen = [sorted(t for t, _ in select_tilings(spec, PROFILES["molmo2"])) for spec in seen]
+    assert chosen == [[(1, 6), (2, 3), (3, 2), (6, 1)], [(2, 3)], [(3, 2)]]
+    assert all(spec.run_id == "r1" and spec.model == "tiny-molmo2" for spec in seen)
 
 
 def test_fill_needs_crops_and_a_run(tmp_path, capsys):

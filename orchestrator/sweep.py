@@ -23,7 +23,6 @@ from typing import IO, Any
 
 from tilings import Profile, get_profile
 
-from orchestrator.errors import UsageError
 from orchestrator.plan import PlannedConfig, pending, plan, profile_dict
 from orchestrator.progress import Progress, make_progress
 from orchestrator.spec import SpecError, SweepSpec

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from orchestrator import cli
 from orchestrator.commands import fill, run, status

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from orchestrator import cli
 from orchestrator.query import scan
-from orchestrator.store import RunStore
 from tilings import PROFILES, Tiling, enumerate_tilings, tilings_for_crops
 
 pytestmark = pytest.mark.ray

@@ -122,14 +122,23 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
     return True
 
 
-def worker_plan(spec: SweepSpec, cluster_gpus: float) -> WorkerPlan:
+def worker_plan(spec: SweepSpec, cluster_gpus: float, *, remote: bool = False) -> WorkerPlan:
     """Actors for `spec` on a cluster that has `cluster_gpus` GPUs right now.
+
+    Args:
+        remote: the cluster was joined, not started here. A joined cluster without
+            GPUs is most likely one that autoscales from zero, where CPU actors are
+            not what anyone wants, so the choice must be explicit there.
 
     Raises:
         UsageError: GPU actors were asked for, the cluster has none yet and no
-            ``--workers`` count says how many to wait for.
+            ``--workers`` count says how many to wait for; or a joined cluster has
+            no GPUs and ``--gpus-per-worker`` is not given.
     """
     gpw = spec.gpus_per_worker
+    if gpw is None and remote and cluster_gpus == 0:
+        raise UsageError("the Ray cluster has no GPUs now; pass --gpus-per-worker 1 --workers N to start N GPU "
+                         "actors (an autoscaling cluster adds the nodes), or --gpus-per-worker 0 for CPU actors")
     if gpw is None:
         gpw = 1.0 if cluster_gpus > 0 else 0.0
     if gpw > 0:

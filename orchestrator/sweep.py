@@ -52,7 +52,7 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
     """
     import ray
 
-    from orchestrator.cluster import cluster_gpus, connect, worker_plan
+    from orchestrator.cluster import cluster_gpus, connect, resolve_address, worker_plan
     from orchestrator.driver import Driver
 
     spec = dataclasses.replace(spec, run_id=spec.run_id or new_run_id())
@@ -70,7 +70,8 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
     if profile is None or todo:
         started_ray = connect(spec.address, num_cpus=spec.workers)
         try:
-            driver = Driver(spec, store, worker_plan(spec, cluster_gpus()), host_cls=host_cls,
+            remote = started_ray and resolve_address(spec.address) is not None
+            driver = Driver(spec, store, worker_plan(spec, cluster_gpus(), remote=remote), host_cls=host_cls,
                             host_kwargs=host_kwargs, actor_env=actor_env, progress=progress)
             try:
                 if profile is None:

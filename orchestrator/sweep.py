@@ -110,14 +110,24 @@ def execute(spec: SweepSpec, *, command: str = "run", stdout: IO[str] | None = N
     stdout.flush()
     outcome = result.outcome
     if outcome is not None and outcome.interrupted:
-        sys.stderr.write(
-            f"tilesweep {command}: interrupted; {outcome.remaining} config(s) not measured. Resume with:\n"
-            f"  tilesweep run --run-id {result.run_id} --results {spec.results}\n")
+        sys.stderr.write(f"tilesweep {command}: interrupted; {outcome.remaining} config(s) not measured. "
+                         f"Resume with:\n  {resume_command(spec, command, result.run_id)}\n")
         return 130
     if outcome is not None and outcome.failed:
         sys.stderr.write(f"tilesweep {command}: {outcome.failed} config(s) failed; see `tilesweep status "
                          f"--run-id {result.run_id} --results {spec.results}`\n")
     return 0
+
+
+def resume_command(spec: SweepSpec, command: str, run_id: str) -> str:
+    """The command line that finishes an interrupted `run` or `fill` (the run keeps its own settings)."""
+    line = f"tilesweep {command} --run-id {run_id} --results {spec.results}"
+    if command == "fill":  # fill's selection is not the run's spec: repeat it
+        for flag, values in (("--crops", spec.crops), ("--family", spec.families),
+                             ("--tilings", [f"{r}x{c}" for r, c in spec.tilings])):
+            if values:
+                line += f" {flag} {','.join(map(str, values))}"
+    return line
 
 
 def _plan(spec: SweepSpec, store: RunStore, manifest: Mapping[str, Any] | None,

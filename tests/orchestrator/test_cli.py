@@ -136,3 +136,13 @@ def test_status_counts_per_crop_count_and_tiling(tmp_path, make_records, capsys)
     assert cli.main(["status", "--results", str(tmp_path), "--run-id", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no run 'nope'" in err and "runs there: r1" in err
+
+
+def test_the_resume_hint_repeats_what_a_fill_selected(tmp_path, make_records):
+    from orchestrator.sweep import resume_command
+
+    write_run(tmp_path, make_records)
+    spec = fill.fill_spec(cli.build_parser().parse_args(
+        ["fill", "--results", str(tmp_path), "--crops", "3,7", "--family", "2xk"]))
+    assert resume_command(spec, "fill", "r1") == f"tilesweep fill --run-id r1 --results {tmp_path} --crops 3,7 --family 2xk"
+    assert resume_command(spec, "run", "r1") == f"tilesweep run --run-id r1 --results {tmp_path}"

@@ -41,6 +41,7 @@ def summarise(config: dict[str, Any], records: list[Any]) -> dict[str, Any]:
         "records": len(records),
         "ok": len(ok),
         "t_total_ms_median": statistics.median(totals) if totals else None,
+        "error": next((f"{r.error_type}: {r.error}" for r in records if r.status != "ok"), None),
         "finished": time.time(),
     }
 
@@ -139,7 +140,7 @@ def run_tune_grid(model: str, configs: list[dict[str, Any]], *, concurrency: int
     if errors:
         raise RuntimeError(f"{len(errors)} Tune trial(s) failed; first: {errors[0][:1000]}")
     return {"epoch0": epoch0, "wall_s": wall, "startup_s": startup, "arrivals": sorted(arrivals.times),
-            "configs": [{k: t.get(k) for k in ("tiling", "records", "ok", "t_total_ms_median")} for t in trials]}
+            "configs": [{k: t.get(k) for k in ("tiling", "records", "ok", "t_total_ms_median", "error")} for t in trials]}
 
 
 if __name__ == "__main__":

@@ -135,11 +135,16 @@ def machine_info() -> dict[str, Any]:
 
 
 def machine_line(machine: dict[str, Any]) -> str:
-    return (
+    line = (
         f"{machine['cpu_model']}, {machine['usable_cores']} cores, {machine['memory_gib']} GiB, "
         f"Python {machine['python']}, torch {machine['torch']}, transformers {machine['transformers']}, "
         f"Ray {machine['ray']}, OMP_NUM_THREADS={machine['omp_num_threads']}, {machine['date']}"
     )
+    # The 1-minute load average says how busy the machine was besides the benchmark's own work.
+    start, end = machine.get("load_average"), machine.get("load_average_end")
+    if start and end:
+        line += f"; load average {start[0]:.2f} at the start, {end[0]:.2f} at the end"
+    return line
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -111,9 +111,10 @@ def run(*, quick: bool, context: Context) -> Result:
                f"tiny Molmo2 {tiling}, {size.pairs} interleaved pairs, alternating order")
     result.add("hooked / plain forward (median of paired ratios)", statistics.median(ratios), "ratio",
                "each hooked forward against its neighbour")
+    verdict = "; the interval holds 0: below this machine's noise" if lo <= 0 <= hi else ""
     result.add("overhead per hook event", (med_h - med_p) / events, "µs",
                f"(median hooked - median plain) / {events} events; paired 95% CI "
-               f"[{lo / events:.1f}, {hi / events:.1f}] µs")
+               f"[{lo / events:.1f}, {hi / events:.1f}] µs{verdict}")
     result.add("hook events per forward", events, "count", "pre-hooks and hooks fired in one forward")
     result.add("plain forward (median)", med_p / 1000, "ms", f"image {m['shape']}, one thread")
     result.details = {

@@ -39,7 +39,7 @@ class SweepSize:
     families: tuple[str, ...] = ("1xk", "2xk", "kx1")
     tilings: tuple[tuple[int, int], ...] = ()  # explicit tilings replace the families
     warmup: int = 1
-    repeats: int = 3
+    repeats: int = 5  # enough samples for benchmark 4's coefficients of variation
 
 
 FULL = SweepSize()
@@ -97,7 +97,8 @@ def run_tilesweep(size: SweepSize, work_dir: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     outcome = result.outcome
     if outcome is None or outcome.ok != len(result.planned):
-        raise RuntimeError(f"tilesweep measured {getattr(outcome, 'ok', 0)} of {len(result.planned)} configs ok")
+        raise RuntimeError(f"tilesweep measured {getattr(outcome, 'ok', 0)} of {len(result.planned)} configs ok "
+                           f"(see `tilesweep status --results {spec.results} --run-id {spec.run_id}`)")
     return {"epoch0": epoch0, "wall_s": wall, "startup_s": startup,
             "driver_started_s": progress.started - epoch0,
             "arrivals": sorted(progress.finished_at), "run_dir": str(result.run_dir), "configs": len(result.planned)}
@@ -106,8 +107,9 @@ def run_tilesweep(size: SweepSize, work_dir: Path) -> dict[str, Any]:
 def _check_all_ok(name: str, configs: list[dict[str, Any]], expected: int, repeats: int) -> None:
     bad = [c for c in configs if c.get("ok") != repeats]
     if len(configs) != expected or bad:
+        first = f"; first: {bad[0].get('tiling')} {bad[0].get('error')}" if bad else ""
         raise RuntimeError(f"{name}: {len(configs)} of {expected} configs returned, "
-                           f"{len(bad)} without {repeats} ok records")
+                           f"{len(bad)} without {repeats} ok records{first}")
 
 
 def run(*, quick: bool, context: Context) -> Result:

@@ -66,8 +66,6 @@ def run_driver(*, spec: Any, configs: Sequence[Any], profile: Any, results: Path
         wait_all_started: start every actor before `Driver.run`, so that the run
             measures scheduling alone and not the actors' start-up.
     """
-    import ray
-
     from orchestrator.driver import Driver
     from orchestrator.store import RunStore
 
@@ -77,11 +75,9 @@ def run_driver(*, spec: Any, configs: Sequence[Any], profile: Any, results: Path
     driver = Driver(spec, store, workers, host_cls=host_cls, host_kwargs=host_kwargs, progress=progress)
     epoch_ready = None
     if wait_all_started:
-        driver.start()
-        # The driver has no public "wait until all started"; its start calls are the
-        # slots' identify refs, which Driver.run then consumes as already finished.
-        refs = [slot.start_ref for slot in driver._slots if slot.start_ref is not None]
-        ray.wait(refs, num_returns=len(refs), timeout=spec.start_timeout_s)
+        started = driver.wait_started(timeout=spec.start_timeout_s)
+        if started != workers.count:
+            raise RuntimeError(f"{started} of {workers.count} host actors started within {spec.start_timeout_s:g} s")
         epoch_ready = time.time()
     epoch_run = time.time()
     outcome = driver.run(list(configs), profile)

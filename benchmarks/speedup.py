@@ -97,11 +97,20 @@ def run_tilesweep(size: SweepSize, work_dir: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     outcome = result.outcome
     if outcome is None or outcome.ok != len(result.planned):
-        raise RuntimeError(f"tilesweep measured {getattr(outcome, 'ok', 0)} of {len(result.planned)} configs ok "
-                           f"(see `tilesweep status --results {spec.results} --run-id {spec.run_id}`)")
+        raise RuntimeError(f"tilesweep measured {getattr(outcome, 'ok', 0)} of {len(result.planned)} configs ok; "
+                           f"first error: {_first_error(result.run_dir)}")
     return {"epoch0": epoch0, "wall_s": wall, "startup_s": startup,
             "driver_started_s": progress.started - epoch0,
             "arrivals": sorted(progress.finished_at), "run_dir": str(result.run_dir), "configs": len(result.planned)}
+
+
+def _first_error(run_dir: Path) -> str | None:
+    import polars as pl
+
+    from orchestrator.query import scan
+
+    failed = scan(run_dir).filter(pl.col("status") != "ok").select("error_type", "error").head(1).collect()
+    return None if failed.is_empty() else f"{failed['error_type'][0]}: {failed['error'][0]}"
 
 
 def _check_all_ok(name: str, configs: list[dict[str, Any]], expected: int, repeats: int) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,18 @@ from workers.inputs import InputBuilder, Molmo2Inputs, MolmoV1Inputs
 from workers.models import (
     MODELS,
     build_registered,
+    check_crop_size,
     check_profile_fits,
     layout_from_config,
     molmo2_image_processor,
 )
 
 logger = logging.getLogger(__name__)
+
+# model_type values `load` knows: Molmo2 natively, Molmo v1 through its own remote code.
+SUPPORTED_MODEL_TYPES = ("molmo2", "molmo")
+# A hub repository id: one "org/name"; anything else that is not a registered name must be a local path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(slots=True)
@@ -48,6 +56,77 @@ def resolve_profile(profile: str | Profile | None) -> Profile | None:
     return get_profile(profile)
 
 
+def check_source(name: str, *, trust_remote_code: bool = False, revision: str | None = None,
+                 profile: str | Profile | None = None) -> None:
+    """Refuse a model that cannot be loaded, before anything is loaded or imported.
+
+    Reads files only (a local directory's ``config.json``): never the network and
+    never code that ships with a checkpoint, so the driver calls it before any
+    worker starts and a typo costs one line. A hub id (``org/name``) that is not a
+    local directory passes; only loading it can tell more.
+
+    Raises:
+        ValueError: an unknown profile; a registered model with a revision or a
+            profile whose crop size it cannot take; a name that is neither
+            registered, a hub id nor an existing path; a local path that is not a
+            checkpoint directory; an unsupported model type; a Molmo v1 checkpoint
+            (remote code) without `trust_remote_code`.
+    """
+    chosen = resolve_profile(profile)
+    spec = MODELS.get(name)
+    if spec is not None:
+        if revision is not None:
+            raise ValueError(f"--revision {revision!r} applies to hub models, not to the registered model {name!r}; drop it")
+        if chosen is not None:
+            check_crop_size(spec.config().vision_config.image_size, chosen)
+        return
+    path = Path(name).expanduser()
+    if path.exists():
+        raw = _local_config(path)
+        _check_model_type(name, raw.get("model_type"), trust_remote_code)
+        if chosen is not None and raw.get("model_type") == "molmo2":
+            check_crop_size((raw.get("vision_config") or {}).get("image_size"), chosen)
+        return
+    if _HUB_ID.match(name):
+        return
+    if "/" in name or name.startswith((".", "~")):
+        raise ValueError(f"model path {name!r} does not exist; pass an existing checkpoint directory (the one "
+                         f"holding config.json), a hub id (org/name) or a registered model ({', '.join(MODELS)})")
+    raise ValueError(
+        f"model {name!r} is neither a registered model ({', '.join(MODELS)}) nor a hub id (org/name) nor an "
+        "existing path; pass one of those (a local checkpoint is the directory holding config.json)")
+
+
+def _local_config(path: Path) -> dict[str, Any]:
+    """The ``config.json`` of a local checkpoint directory, read as plain JSON."""
+    if not path.is_dir():
+        raise ValueError(f"model path {str(path)!r} is a file; pass the checkpoint directory that holds config.json")
+    config = path / "config.json"
+    try:
+        raw = json.loads(config.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"model directory {str(path)!r} has no config.json; pass the checkpoint directory "
+                         "(the one holding config.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {config} ({type(exc).__name__}: {exc}); fix or replace that file") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config} holds a JSON {type(raw).__name__}, not an object; fix or replace that file")
+    return raw
+
+
+def _check_model_type(source: str, model_type: Any, trust_remote_code: bool) -> None:
+    if model_type == "molmo" and not trust_remote_code:
+        raise ValueError(
+            f"model {source!r} is a Molmo v1 checkpoint (model_type 'molmo') whose modelling code ships with the "
+            "checkpoint; pass --trust-remote-code (trust_remote_code=True) to run that code"
+        )
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"model {source!r} has model_type {model_type!r}; supported: 'molmo2' (native) and 'molmo' "
+            "(Molmo v1, with --trust-remote-code)"
+        )
+
+
 def load(
     name: str,
     *,
@@ -65,11 +144,10 @@ def load(
         ValueError: an unknown name, a Molmo v1 checkpoint without `trust_remote_code`,
             an unsupported model type, or a profile the model cannot take.
     """
+    check_source(name, trust_remote_code=trust_remote_code, revision=revision, profile=profile)
     chosen = resolve_profile(profile)
     spec = MODELS.get(name)
     if spec is not None:
-        if revision is not None:
-            raise ValueError(f"--revision {revision!r} applies to hub models, not to the registered model {name!r}; drop it")
         chosen = chosen or PROFILES[spec.profile]
         model = build_registered(spec, device=device, dtype=dtype, attn_implementation=attn_implementation, seed=seed)
         check_profile_fits(model, chosen)
@@ -105,6 +183,7 @@ def _load_pretrained(
 ) -> Loaded:
     raw = _config_dict(source, revision)
     model_type = raw.get("model_type")
+    _check_model_type(source, model_type, trust_remote_code)  # a hub config, read only now
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if model_type == "molmo2":
         from transformers import Molmo2ForConditionalGeneration
@@ -126,11 +205,7 @@ def _load_pretrained(
         )
         return Loaded(name=source, model=model, family="molmo2", profile=profile, inputs=inputs, source="pretrained")
     if model_type == "molmo":
-        if not trust_remote_code:
-            raise ValueError(
-                f"model {source!r} is a Molmo v1 checkpoint (model_type 'molmo') whose modelling code ships with the "
-                "checkpoint; pass --trust-remote-code (trust_remote_code=True) to run that code"
-            )
+        assert trust_remote_code  # _check_model_type refused it otherwise
         from transformers import AutoModelForCausalLM, AutoProcessor
 
         model = AutoModelForCausalLM.from_pretrained(source, revision=revision, trust_remote_code=True, dtype=dtype, **extra)
@@ -140,10 +215,7 @@ def _load_pretrained(
             profile = Profile.from_preprocessor_config(processor.image_processor.to_dict())
         return Loaded(name=source, model=model, family="molmo-v1", profile=profile,
                       inputs=MolmoV1Inputs(processor=processor), source="pretrained")
-    raise ValueError(
-        f"model {source!r} has model_type {model_type!r}; supported: 'molmo2' (native) and 'molmo' "
-        "(Molmo v1, with --trust-remote-code)"
-    )
+    raise AssertionError(f"model_type {model_type!r} passed _check_model_type")
 
 
 def _molmo2_processors(source: str, revision: str | None) -> tuple[Any, Any]:

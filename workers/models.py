@@ -232,7 +232,15 @@ def check_profile_fits(model: nn.Module, profile: Profile) -> None:
         ValueError: a profile whose crop size the model cannot take.
     """
     vision = getattr(getattr(model, "config", None), "vision_config", None)
-    size = getattr(vision, "image_size", None)
+    check_crop_size(getattr(vision, "image_size", None), profile)
+
+
+def check_crop_size(size: Any, profile: Profile) -> None:
+    """`check_profile_fits` on a vision config's ``image_size`` (``[h, w]``; None or empty: unknown, passes).
+
+    Raises:
+        ValueError: a profile whose crop size differs from `size`.
+    """
     if size and list(size) != [profile.crop_size, profile.crop_size]:
         raise ValueError(
             f"profile {profile.name!r} uses {profile.crop_size} px crops but the model's vision tower takes "

@@ -29,6 +29,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from orchestrator.errors import UsageError
 from orchestrator.schema import SCHEMA, records_to_table
 from workers.record import STATUS_FAILED, STATUS_OK, Record
 
@@ -86,11 +87,25 @@ class RunStore:
         return self.dir / MANIFEST
 
     def read_manifest(self) -> dict[str, Any] | None:
-        """The manifest, or None when the run does not exist yet."""
+        """The manifest, or None when the run does not exist yet.
+
+        Raises:
+            UsageError: the manifest exists but is not a JSON object.
+        """
         try:
-            return json.loads(self.manifest_path.read_text())
-        except FileNotFoundError:
+            text = self.manifest_path.read_text()
+        except (FileNotFoundError, NotADirectoryError):  # no run (or the results path is a file)
             return None
+        except OSError as exc:
+            raise UsageError(f"cannot read {self.manifest_path} ({exc.strerror}); fix its permissions") from None
+        fix = "restore it from a copy, or measure into a new --run-id"
+        try:
+            manifest = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{self.manifest_path} is not valid JSON ({exc.msg}, line {exc.lineno}); {fix}") from None
+        if not isinstance(manifest, dict):
+            raise UsageError(f"{self.manifest_path} holds a JSON {type(manifest).__name__}, not an object; {fix}")
+        return manifest
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

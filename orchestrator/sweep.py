@@ -46,16 +46,19 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
     """Measure every config of `spec` that its run does not hold ok yet.
 
     Raises:
-        UsageError: an unreachable Ray address, a spec that does not fit the run
-            or the profile (raised before anything is written).
+        UsageError: a model that cannot load, an unreachable Ray address, a results
+            directory that cannot be written, a spec that does not fit the run or
+            the profile (all raised before Ray starts or anything is written).
         driver.SweepError: no host actor could start.
     """
     import ray
 
+    from orchestrator import preflight
     from orchestrator.cluster import cluster_gpus, connect, resolve_address, worker_plan
     from orchestrator.driver import Driver
 
     spec = dataclasses.replace(spec, run_id=spec.run_id or new_run_id())
+    preflight.check(spec, default_host=host_cls is None)
     store = RunStore(spec.results, spec.run_id)
     manifest = store.read_manifest()
     # Plan before touching Ray when the profile is known: bad input fails fast, and a

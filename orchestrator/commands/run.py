@@ -25,6 +25,7 @@ FLAG_FIELDS = {
     "warmup": "warmup", "repeats": "repeats", "dtype": "dtype", "decode_tokens": "decode_tokens",
     "workers": "workers", "gpus_per_worker": "gpus_per_worker", "results": "results", "run_id": "run_id",
     "address": "address", "max_attempts": "max_attempts", "config_timeout": "config_timeout_s",
+    "trust_remote_code": "trust_remote_code",
 }
 SELECTION = ("families", "tilings", "crops")
 
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--spec", metavar="FILE.yaml", help="a YAML sweep spec; flags given here override it")
     add("--model", help="registered model name, hub id or local path (default tiny-molmo2)")
+    # store_const with a None default: absent means "as the spec file or the run says", never False.
+    add("--trust-remote-code", action="store_const", const=True,
+        help="allow a checkpoint's own Python code to run (Molmo v1 needs it); off unless given")
     add("--profile", help="tiling profile (default: the model's own)")
     add("--family", metavar="LIST", help="tiling families, comma list of 1xk,2xk,kx1,all (default 1xk,2xk,kx1)")
     add("--tilings", metavar="LIST", help="explicit tilings, e.g. 1x2,2x4 (replaces --family)")

@@ -19,7 +19,7 @@ from tilings import PROFILES, Tiling, tiling_geometry
 
 RUN_FLAGS = {"--spec", "--model", "--profile", "--family", "--tilings", "--crops", "--warmup", "--repeats",
              "--dtype", "--decode-tokens", "--workers", "--gpus-per-worker", "--results", "--run-id",
-             "--address", "--max-attempts", "--config-timeout"}
+             "--address", "--max-attempts", "--config-timeout", "--trust-remote-code"}
 
 
 def flags(module) -> set[str]:
@@ -32,7 +32,7 @@ def test_flags_are_pinned():
     # Users and scripts rely on these names; a new flag is a decision, not an accident.
     assert flags(run) == RUN_FLAGS
     assert flags(fill) == RUN_FLAGS
-    assert flags(status) == {"--results", "--run-id"}
+    assert flags(status) == {"--results", "--run-id", "--check"}
 
 
 def test_every_flag_reaches_the_spec():

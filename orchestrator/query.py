@@ -95,6 +95,40 @@ def part_files(results: str | Path | Sequence[str | Path]) -> list[Path]:
     return sorted(files)
 
 
+# Parts already reported as unreadable in this process, by (path, size, mtime):
+# one warning per damaged file, however many times it is scanned.
+_reported: set[tuple[Path, int, int]] = set()
+
+
+def readable(files: Iterable[Path]) -> list[Path]:
+    """The parts that can be read; each one that cannot is left out with one warning line.
+
+    A truncated or damaged part would otherwise fail every query over its run.
+    Leaving it out makes its config count as not measured, so the next `run`
+    of that run measures it again (the driver moves the damaged file aside).
+    """
+    from orchestrator.store import part_problem
+
+    good = []
+    for path in files:
+        problem = part_problem(path)
+        if problem is None:
+            good.append(path)
+            continue
+        try:
+            stat = path.stat()
+            key = (path, stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            key = (path, -1, -1)
+        if key not in _reported:
+            _reported.add(key)
+            run_dir = path.parent
+            log.warning("ignoring unreadable result part %s (%s); its config counts as not measured until "
+                        "`tilesweep run --run-id %s --results %s` measures it again",
+                        path, problem, run_dir.name, run_dir.parent)
+    return good
+
+
 def empty() -> pl.LazyFrame:
     """A lazy frame with the results schema and no rows."""
     return pl.LazyFrame(schema=POLARS_SCHEMA)
@@ -116,7 +150,7 @@ def scan(results: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
     Raises:
         ValueError: a path does not exist.
     """
-    files = part_files(results)
+    files = readable(part_files(results))
     if not files:
         log.debug("no result parts under %s", results)
         return empty()

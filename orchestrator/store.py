@@ -12,6 +12,14 @@ their final names, plus perhaps a ``.tmp-*`` file that readers ignore and the
 next run removes. A part is never overwritten: each dispatch of a config has its
 own attempt number, and readers (`orchestrator.query.scan`) keep one attempt per
 config.
+
+A part that cannot be read (truncated or damaged by something outside tilesweep,
+say a full disk or a bad copy) is skipped by every reader with one warning
+(`part_problem` says why). Readers never rename anything; the driver, when it
+plans a run, moves such a part aside to ``<name>.corrupt`` (`quarantine_unreadable`)
+so that the bytes stay for inspection, the warning is not repeated forever and the
+config is measured again under a new attempt number. Quarantined names still
+count for attempt numbering, so a new attempt never reuses one.
 """
 
 from __future__ import annotations
@@ -37,6 +45,45 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 _PART = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet$")
+QUARANTINE_SUFFIX = ".corrupt"
+# A part's name, moved aside or not: every name here holds an attempt number.
+_ANY_PART = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet(?:\.corrupt(?:-[0-9a-f]+)?)?$")
+# Columns without which a part's rows cannot be attributed to a config attempt.
+KEY_COLUMNS = ("run_id", "config_id", "attempt", "status")
+
+
+def part_problem(path: str | Path) -> str | None:
+    """Why the Parquet part at `path` cannot be read with `SCHEMA`, or None when it can.
+
+    Reads the footer only (cheap): it is missing from a truncated file and garbled
+    in a damaged one. A part must hold the key columns, and every column it shares
+    with `SCHEMA` must be of the same kind (integers may be narrower, as readers
+    upcast them); a column `SCHEMA` gained later may be absent.
+    """
+    import pyarrow as pa
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        return " ".join(str(exc).split())[:200] or type(exc).__name__
+    missing = [k for k in KEY_COLUMNS if k not in schema.names]
+    if missing:
+        return f"no {', '.join(missing)} column(s)"
+    for name in schema.names:
+        if name in SCHEMA.names and not _same_kind(schema.field(name).type, SCHEMA.field(name).type):
+            return f"column {name} is {schema.field(name).type}, not {SCHEMA.field(name).type}"
+    return None
+
+
+def _same_kind(found, wanted) -> bool:
+    import pyarrow.types as t
+
+    if found.equals(wanted):
+        return True
+    for kind in (t.is_integer, t.is_floating, lambda x: t.is_string(x) or t.is_large_string(x)):
+        if kind(found) and kind(wanted):
+            return True
+    return t.is_timestamp(found) and t.is_timestamp(wanted)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -149,12 +196,12 @@ class RunStore:
         return path
 
     def attempts_on_disk(self) -> dict[str, int]:
-        """Highest attempt number written so far per config id (from the part names)."""
+        """Highest attempt number written so far per config id (from the part names, quarantined included)."""
         highest: dict[str, int] = {}
         if not self.dir.is_dir():
             return highest
         for path in self.dir.iterdir():
-            m = _PART.match(path.name)
+            m = _ANY_PART.match(path.name)
             if m:
                 cid, attempt = m.group("config_id"), int(m.group("attempt"))
                 highest[cid] = max(attempt, highest.get(cid, 0))
@@ -186,6 +233,29 @@ class RunStore:
         if removed:
             log.info("removed %d unfinished temporary file(s) in %s", removed, self.dir)
         return removed
+
+    def quarantine_unreadable(self) -> list[Path]:
+        """Move parts that cannot be read aside to ``<name>.corrupt``; returns the new paths.
+
+        Only the driver calls this (at plan time): readers skip such parts but never rename.
+        """
+        moved: list[Path] = []
+        if not self.dir.is_dir():
+            return moved
+        for path in sorted(self.dir.glob("part-*.parquet")):
+            problem = part_problem(path)
+            if problem is None:
+                continue
+            target = path.with_name(path.name + QUARANTINE_SUFFIX)
+            if target.exists():
+                target = path.with_name(f"{path.name}{QUARANTINE_SUFFIX}-{secrets.token_hex(4)}")
+            os.replace(path, target)
+            log.warning("moved unreadable part %s aside to %s (%s); its config is measured again",
+                        path, target.name, problem)
+            moved.append(target)
+        if moved:
+            _fsync_dir(self.dir)
+        return moved
 
     # ----- the one way a file is written -----
     @staticmethod

@@ -138,7 +138,10 @@ def _plan(spec: SweepSpec, store: RunStore, manifest: Mapping[str, Any] | None,
     """(every config of the spec, those without an ok result in the run)."""
     _check_profile(spec.run_id, manifest, profile)
     configs = plan(spec, profile)
+    # Only the driver renames or deletes: what a killed driver left, and damaged parts
+    # (moved aside, so their configs count as missing and are measured again).
     store.remove_temporaries()
+    store.quarantine_unreadable()
     return configs, pending(configs, store.done())
 
 

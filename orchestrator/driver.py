@@ -283,12 +283,20 @@ class Driver:
 
     def _write(self, task: _Task, records: list[Record], out: SweepOutcome) -> None:
         try:
-            labelled = self._label(task, records)
-            self.store.write_part(labelled)
-        except (TypeError, ValueError) as exc:  # not Records, none at all, or rows the schema refuses
-            log.error("%s: the host's records cannot be stored: %s", task.config.label(), short(exc))
-            labelled = self._label(task, [self._failed_record(task, "InvalidRecords", short(exc))])
-            self.store.write_part(labelled)
+            try:
+                labelled = self._label(task, records)
+                self.store.write_part(labelled)
+            except (TypeError, ValueError) as exc:  # not Records, none at all, or rows the schema refuses
+                log.error("%s: the host's records cannot be stored: %s", task.config.label(), short(exc))
+                labelled = self._label(task, [self._failed_record(task, "InvalidRecords", short(exc))])
+                self.store.write_part(labelled)
+        except FileExistsError:  # an attempt number reused: a bug, not the disk
+            raise
+        except OSError as exc:  # a full disk, a directory made read-only: no later write would succeed
+            raise SweepError(
+                f"cannot write the results of {task.config.label()} ({exc.strerror or exc} in {self.store.dir}); "
+                "every finished config is saved: free space or fix permissions, then run the same command "
+                "again to resume") from exc
         status = STATUS_OK if all(r.status == STATUS_OK for r in labelled) else STATUS_FAILED
         out.measured += 1
         if status == STATUS_OK:

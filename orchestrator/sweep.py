@@ -49,7 +49,7 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
         UsageError: a model that cannot load, an unreachable Ray address, a results
             directory that cannot be written, a spec that does not fit the run or
             the profile (all raised before Ray starts or anything is written).
-        driver.SweepError: no host actor could start.
+        driver.SweepError: no host actor could start, or a part could not be written.
     """
     import ray
 

@@ -3,6 +3,10 @@
 "Planned" is every config any `run` or `fill` of the run planned (kept in its
 manifest); a config is done when an attempt is ok, failed when its latest attempt
 failed and none is ok, missing when no part exists.
+
+``--check`` adds the invariant (`orchestrator.invariant`): exit 1, one line per
+problem on stderr, when the run does not hold exactly one result or failure per
+planned config in whole files that its manifest matches; exit 2 stays bad input.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ HELP = "what is done, missing and failed, per crop count and tiling"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", metavar="DIR", default="results", help="results directory (default results)")
     parser.add_argument("--run-id", metavar="ID", help="run to report (default: the latest under --results)")
+    parser.add_argument("--check", action="store_true",
+                        help="also check the run's invariant (one result or failure per config, whole files, "
+                             "manifest matching the parts); exit 1 and one line per problem when it fails")
 
 
 def run_status(results: str, run_id: str | None) -> dict[str, Any]:
@@ -38,7 +45,8 @@ def run_status(results: str, run_id: str | None) -> dict[str, Any]:
     manifest = store.read_manifest()
     if manifest is None:
         known = ", ".join(r for _, r in list_runs(results)) or "none"
-        raise UsageError(f"no run {run_id!r} under {results!r}; runs there: {known}")
+        raise UsageError(f"no run {run_id!r} under {results!r}; runs there: {known}; pass one of them to "
+                         "--run-id, or leave it out for the latest")
     outcomes = store.outcomes()
     planned: dict[str, dict[str, Any]] = dict(manifest.get("planned", {}))
     by_crops: dict[int, dict[str, int]] = defaultdict(_zero)
@@ -83,6 +91,16 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def main(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
+    stdout = stdout or sys.stdout
     status = run_status(args.results, args.run_id)
-    (stdout or sys.stdout).write(format_status(status) + "\n")
-    return 0
+    stdout.write(format_status(status) + "\n")
+    if not getattr(args, "check", False):
+        return 0
+    from orchestrator.invariant import check
+
+    report = check(args.results, status["run_id"])
+    stdout.write("\n" + report.summary() + "\n")
+    stdout.flush()
+    for problem in report.problems:
+        sys.stderr.write(f"tilesweep status: {problem}\n")
+    return 0 if report.ok else 1

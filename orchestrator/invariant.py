@@ -23,7 +23,8 @@ config, and nothing else. Precisely, `check` verifies over the files on disk
    (``*.corrupt``, see `orchestrator.store`) are counted, not problems.
 4. **The manifest matches.** It parses and names the run; its ``planned`` configs
    are what its invocations' specs plan (planned again here, with its profile);
-   every invocation finished; its ``counts`` equal the counts from the parts.
+   the last invocation finished (an earlier one a killed driver left unfinished
+   was resumed by it); its ``counts`` equal the counts from the parts.
 
 Without a manifest (a `Driver` run directly, as some tests do) pass `planned`;
 item 4 is then skipped. `tilesweep status --check` prints the problems, one line
@@ -44,6 +45,10 @@ from workers.record import STATUS_FAILED, STATUS_OK
 
 _PART = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet$")
 _QUARANTINED = re.compile(r"^part-[0-9a-f]+-\d+\.parquet" + re.escape(QUARANTINE_SUFFIX) + r"(?:-[0-9a-f]+)?$")
+
+
+# The counts every report has (configs by outcome, then files).
+COUNTS = ("planned", "ok", "failed", "missing", "parts", "rows", "quarantined", "temporaries")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +87,7 @@ def check(results_dir: str | Path, run_id: str, planned: Iterable[Any] | None = 
     """
     run_dir = Path(results_dir) / run_id
     problems: list[str] = []
-    counts: dict[str, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int, {k: 0 for k in COUNTS})
     if not run_dir.is_dir():
         return InvariantReport(ok=False, problems=[f"no run directory {run_dir}"], counts=dict(counts))
     manifest = _manifest(run_dir, run_id, problems)
@@ -147,10 +152,12 @@ def _manifest(run_dir: Path, run_id: str, problems: list[str]) -> dict[str, Any]
         return None
     if manifest.get("run_id") != run_id:
         problems.append(f"{run_dir / MANIFEST}: names run {manifest.get('run_id')!r}, not {run_id!r}")
-    for i, inv in enumerate(manifest.get("invocations", [])):
-        if "finished_at" not in inv:
-            problems.append(f"{run_dir / MANIFEST}: invocation {i + 1} ({inv.get('command')}, started "
-                            f"{inv.get('started_at')}) never finished; run `tilesweep run --run-id {run_id}` again")
+    invocations = manifest.get("invocations") or []
+    # A killed driver leaves its invocation unfinished; a later one that finished resumed it.
+    if invocations and "finished_at" not in invocations[-1]:
+        last = invocations[-1]
+        problems.append(f"{run_dir / MANIFEST}: the last invocation ({last.get('command')}, started "
+                        f"{last.get('started_at')}) never finished; run `tilesweep run --run-id {run_id}` again")
     return manifest
 
 

@@ -46,8 +46,6 @@ def worker_env() -> None:
     if str(REPO_ROOT) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *paths])
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    # Dozens of actors on a few cores start slower than Ray's default warning threshold.
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 
 @contextlib.contextmanager

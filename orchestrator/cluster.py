@@ -1,8 +1,9 @@
 """Connecting to Ray and sizing the worker actors.
 
 `connect` either joins a running cluster (``--address``, or ``RAY_ADDRESS`` as set
-inside ``ray job submit``) or starts a private local one: no dashboard, quiet
-logs, enough CPU slots for the CPU actors. An address that cannot be reached is
+inside ``ray job submit``) or starts a private local one: no dashboard (no UI, no job
+API; its host pinned to 127.0.0.1), quiet logs, enough CPU slots for the CPU
+actors. An address that cannot be reached is
 a `UsageError` raised before anything is written.
 
 `worker_plan` decides the actors: one per ``gpus_per_worker`` GPUs when the
@@ -108,7 +109,10 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
         cpus = max(os.cpu_count() or 1, num_cpus or 0)
         # "local" always starts a new private cluster; None would join any cluster
         # another process started on this machine.
-        ray.init(address="local", include_dashboard=False, num_cpus=cpus, logging_level=logging.WARNING)
+        # No dashboard: no UI and no job API (which would run submitted code). Its host
+        # is pinned to loopback too, so that turning it on never exposes it.
+        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", num_cpus=cpus,
+                 logging_level=logging.WARNING)
         log.info("started a local Ray cluster (%d CPU slots, %g GPUs)", cpus,
                  ray.cluster_resources().get("GPU", 0))
         return True

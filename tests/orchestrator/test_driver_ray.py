@@ -2,6 +2,8 @@
 
 Faults come from the hosts' own injection hook (`workers.faults`, ``TILESWEEP_INJECT``
 in the actors' environment) and from SIGKILL sent to an actor's process: nothing is mocked.
+Each test ends with the invariant check (`orchestrator.invariant`), as the reliability
+suite's do; these runs have no manifest, so the planned configs are passed in.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ray.cloudpickle
 
 from orchestrator.cluster import cluster_gpus, worker_plan
 from orchestrator.driver import Driver
+from orchestrator import invariant
 from orchestrator.plan import plan
 from orchestrator.query import scan
 from orchestrator.spec import build_spec
@@ -39,14 +42,6 @@ class MisbehavingHost(ModelHost):
         if (config.tiling_rows, config.tiling_cols) == (2, 2):
             return []
         return super().measure(config)
-
-
-def part_attempts(run_dir) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for path in run_dir.glob("part-*.parquet"):
-        _, cid, attempt = path.stem.split("-")
-        out.setdefault(cid, []).append(int(attempt))
-    return {k: sorted(v) for k, v in out.items()}
 
 
 def make_driver(tmp_path, run_id, overrides, env, host_cls=None):
@@ -81,7 +76,7 @@ def test_actor_killed_mid_config_is_replaced_and_the_config_measured_once(ray_cl
     assert killed, "the hung config was never seen in flight"
     assert not outcome.interrupted and outcome.ok == 6 and outcome.failed == 0 and outcome.retries == 1
     run_dir = tmp_path / "kill"
-    attempts = part_attempts(run_dir)
+    attempts = invariant.attempts(run_dir)
     assert len(attempts) == 6
     # The killed dispatch wrote nothing; its retry has a new attempt number.
     assert attempts[killed[0]["config_id"]] == [2]
@@ -91,6 +86,8 @@ def test_actor_killed_mid_config_is_replaced_and_the_config_measured_once(ray_cl
     assert rows.select("config_id", "repeat").is_duplicated().sum() == 0
     retried = rows.filter(rows["config_id"] == killed[0]["config_id"])
     assert set(retried["worker_id"]).isdisjoint({None}) and retried["attempt"].to_list() == [2, 2]
+    report = invariant.check(tmp_path, "kill", configs)
+    assert report.ok and report.counts["ok"] == 6, report.problems
 
 
 def test_timeouts_crashes_and_per_config_failures(ray_cluster, tmp_path):
@@ -104,7 +101,7 @@ def test_timeouts_crashes_and_per_config_failures(ray_cluster, tmp_path):
     # not retried; 1x4: the host raised, 2x2: no records - failed rows, the actor kept.
     assert (outcome.ok, outcome.failed, outcome.retries) == (2, 4, 3)
     run_dir = tmp_path / "faults"
-    attempts = part_attempts(run_dir)
+    attempts = invariant.attempts(run_dir)
     assert attempts == {by_tiling["1x1"]: [1], by_tiling["1x2"]: [2], by_tiling["1x3"]: [2], by_tiling["2x1"]: [1],
                         by_tiling["1x4"]: [1], by_tiling["2x2"]: [1]}
     rows = {r["config_id"]: r for r in scan(run_dir).collect().iter_rows(named=True)}
@@ -116,6 +113,8 @@ def test_timeouts_crashes_and_per_config_failures(ray_cluster, tmp_path):
     assert rows[by_tiling["1x4"]]["error_type"] == "RuntimeError" and "host bug on 1x4" in rows[by_tiling["1x4"]]["error"]
     assert rows[by_tiling["2x2"]]["error_type"] == "InvalidRecords" and "no records" in rows[by_tiling["2x2"]]["error"]
     assert rows[by_tiling["1x2"]]["status"] == "ok" and rows[by_tiling["1x1"]]["status"] == "ok"
+    report = invariant.check(tmp_path, "faults", configs)
+    assert report.ok and (report.counts["ok"], report.counts["failed"]) == (2, 4), report.problems
 
 
 def test_node_lost_mid_sweep_its_configs_are_requeued(ray_nodes_restored, tmp_path):
@@ -148,3 +147,5 @@ def test_node_lost_mid_sweep_its_configs_are_requeued(ray_nodes_restored, tmp_pa
     lost = rows.filter(rows["config_id"].is_in([t["config_id"] for t in removed]))
     # What was in flight on the lost node was measured again, elsewhere, under a new attempt.
     assert lost.height > 0 and dead_node not in set(lost["node_id"]) and set(lost["attempt"]) == {2}
+    report = invariant.check(tmp_path, "nodeloss", configs)
+    assert report.ok and report.counts["ok"] == 8, report.problems

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator import cli
+from orchestrator.invariant import check
 from orchestrator.query import scan
 from orchestrator.schema import SCHEMA
 
@@ -83,6 +84,8 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(ray_cluster, tmp_path, capsys)
     assert before < after and len(after) == 8
     rows = scan(run_dir).collect()
     assert rows["config_id"].n_unique() == 8 and set(rows["status"]) == {"ok"} and set(rows["attempt"]) == {1}
+    report = check(results, "cut")
+    assert report.ok and report.counts["ok"] == 8, report.problems
     # Resuming a complete run measures nothing and needs no cluster.
     assert cli.main(["run", "--run-id", "cut", "--results", str(results)]) == 0
     assert {p.name for p in run_dir.glob("part-*.parquet")} == after

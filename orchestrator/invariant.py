@@ -33,19 +33,14 @@ each, and exits 1 when there are any.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.store import MANIFEST, QUARANTINE_SUFFIX, RunStore
+from orchestrator.store import MANIFEST, PART_NAME, QUARANTINED_NAME, RunStore
 from workers.record import STATUS_FAILED, STATUS_OK
-
-_PART = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet$")
-_QUARANTINED = re.compile(r"^part-[0-9a-f]+-\d+\.parquet" + re.escape(QUARANTINE_SUFFIX) + r"(?:-[0-9a-f]+)?$")
-
 
 # The counts every report has (configs by outcome, then files).
 COUNTS = ("planned", "ok", "failed", "missing", "parts", "rows", "quarantined", "temporaries")
@@ -71,7 +66,7 @@ class _Part:
     path: Path
     config_id: str
     attempt: int
-    status: str | None = None  # None: unreadable
+    status: str | None = None  # None: unreadable or unsound, so not a result
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -126,7 +121,7 @@ def check(results_dir: str | Path, run_id: str, planned: Iterable[Any] | None = 
             continue
         counts[part.status] += 1
         problems += [f"{name}: {p}" for p in _check_kept(part, measurement)]
-    problems += _check_scan(run_dir, kept, planned_ids)
+    problems += _check_scan(run_dir, kept)
     if manifest is not None:
         problems += _check_counts(manifest, counts)
     return InvariantReport(ok=not problems, problems=problems, counts=dict(counts))
@@ -136,7 +131,7 @@ def attempts(run_dir: str | Path) -> dict[str, list[int]]:
     """``{config_id: [attempt, ...]}`` of the part files in a run directory (quarantined ones not included)."""
     out: dict[str, list[int]] = defaultdict(list)
     for path in Path(run_dir).glob("part-*.parquet"):
-        m = _PART.match(path.name)
+        m = PART_NAME.match(path.name)
         if m:
             out[m.group("config_id")].append(int(m.group("attempt")))
     return {cid: sorted(a) for cid, a in sorted(out.items())}
@@ -204,10 +199,10 @@ def _parts(run_dir: Path, run_id: str, problems: list[str], counts: dict[str, in
             problems.append(f"{path}: a temporary file was left behind; the next `tilesweep run --run-id {run_id}` "
                             "removes it")
             continue
-        if _QUARANTINED.match(name):
+        if QUARANTINED_NAME.match(name):
             counts["quarantined"] += 1
             continue
-        m = _PART.match(name)
+        m = PART_NAME.match(name)
         if m is None or not path.is_file():
             problems.append(f"{path}: not a part or the manifest; move it out of the run directory")
             continue
@@ -275,7 +270,7 @@ def _check_kept(part: _Part, measurement: dict[str, Any]) -> list[str]:
     return out
 
 
-def _check_scan(run_dir: Path, kept: dict[str, _Part], planned: set[str]) -> list[str]:
+def _check_scan(run_dir: Path, kept: dict[str, _Part]) -> list[str]:
     """What readers see (`query.scan`) is exactly the kept attempt of each config."""
     import polars as pl
 

@@ -44,10 +44,10 @@ from workers.record import STATUS_FAILED, STATUS_OK, Record
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-_PART = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet$")
+PART_NAME = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet$")
 QUARANTINE_SUFFIX = ".corrupt"
-# A part's name, moved aside or not: every name here holds an attempt number.
-_ANY_PART = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet(?:\.corrupt(?:-[0-9a-f]+)?)?$")
+# A part moved aside as unreadable (`RunStore.quarantine_unreadable`).
+QUARANTINED_NAME = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet\.corrupt(?:-[0-9a-f]+)?$")
 # Columns without which a part's rows cannot be attributed to a config attempt.
 KEY_COLUMNS = ("run_id", "config_id", "attempt", "status")
 
@@ -180,7 +180,7 @@ class RunStore:
         run_id, config_id, attempt = keys.pop()
         if run_id != self.run_id:
             raise ValueError(f"records of run {run_id!r} written to run {self.run_id!r}")
-        if not _PART.match(f"part-{config_id}-{attempt}.parquet"):
+        if not PART_NAME.match(f"part-{config_id}-{attempt}.parquet"):
             raise ValueError(f"config_id {config_id!r} must be hex digits and attempt {attempt!r} >= 0")
         bad = sorted({r.status for r in records} - {STATUS_OK, STATUS_FAILED})
         if bad:
@@ -201,7 +201,7 @@ class RunStore:
         if not self.dir.is_dir():
             return highest
         for path in self.dir.iterdir():
-            m = _ANY_PART.match(path.name)
+            m = PART_NAME.match(path.name) or QUARANTINED_NAME.match(path.name)
             if m:
                 cid, attempt = m.group("config_id"), int(m.group("attempt"))
                 highest[cid] = max(attempt, highest.get(cid, 0))

@@ -129,6 +129,17 @@ def readable(files: Iterable[Path]) -> list[Path]:
     return good
 
 
+def damaged(exc: Exception, results: Any, run_id: str = "RUN") -> ValueError:
+    """The one-line error for a read that failed inside a part whose footer is intact.
+
+    `readable` cannot see such damage without reading every page (too slow for
+    every query); the driver does read them, so its next run is the fix.
+    """
+    return ValueError(f"cannot read the results under {str(results)!r}: a part is damaged "
+                      f"({' '.join(str(exc).split())[:200]}); `tilesweep run --run-id {run_id} --results ROOT` "
+                      "moves damaged parts aside and measures their configs again")
+
+
 def empty() -> pl.LazyFrame:
     """A lazy frame with the results schema and no rows."""
     return pl.LazyFrame(schema=POLARS_SCHEMA)

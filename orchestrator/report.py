@@ -152,7 +152,10 @@ def build(results: str | Path | list, out_dir: str | Path, *, run_ids: list[str]
     lf = query.scan(results)
     if run_ids:
         lf = lf.filter(pl.col("run_id").is_in(run_ids))
-    rows = lf.collect()
+    try:
+        rows = lf.collect()
+    except pl.exceptions.ComputeError as exc:
+        raise query.damaged(exc, results) from None
     if rows.height == 0:
         wanted = f" for run(s) {', '.join(run_ids)}" if run_ids else ""
         raise ValueError(f"no result rows under {str(results)!r}{wanted}; run `tilesweep run` first or check the path")

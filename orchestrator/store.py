@@ -15,11 +15,15 @@ config.
 
 A part that cannot be read (truncated or damaged by something outside tilesweep,
 say a full disk or a bad copy) is skipped by every reader with one warning
-(`part_problem` says why). Readers never rename anything; the driver, when it
-plans a run, moves such a part aside to ``<name>.corrupt`` (`quarantine_unreadable`)
-so that the bytes stay for inspection, the warning is not repeated forever and the
-config is measured again under a new attempt number. Quarantined names still
-count for attempt numbering, so a new attempt never reuses one.
+(`part_problem` says why; readers check the footer, which a truncated or foreign
+file lacks). Readers never rename anything; the driver, when it plans a run,
+reads every part whole and moves any it cannot read aside to ``<name>.corrupt``
+(`quarantine_unreadable`), so the bytes stay for inspection, the warning is not
+repeated forever and the config is measured again under a new attempt number.
+Quarantined names still count for attempt numbering, so no attempt is reused.
+Damage inside a part whose footer is intact is found by the driver (and by
+`orchestrator.invariant`); until the next run moves it aside, a reader that meets
+it fails in one line that says so.
 """
 
 from __future__ import annotations
@@ -52,26 +56,30 @@ QUARANTINED_NAME = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\
 KEY_COLUMNS = ("run_id", "config_id", "attempt", "status")
 
 
-def part_problem(path: str | Path) -> str | None:
+def part_problem(path: str | Path, *, full: bool = False) -> str | None:
     """Why the Parquet part at `path` cannot be read with `SCHEMA`, or None when it can.
 
-    Reads the footer only (cheap): it is missing from a truncated file and garbled
-    in a damaged one. A part must hold the key columns, and every column it shares
-    with `SCHEMA` must be of the same kind (integers may be narrower, as readers
-    upcast them); a column `SCHEMA` gained later may be absent.
+    By default reads the footer only (about a tenth of a full read): it is missing
+    from a truncated file and garbled in a damaged or foreign one. A part must hold
+    the key columns, and every column it shares with `SCHEMA` must be of the same
+    kind (integers may be narrower, as readers upcast them); a column `SCHEMA`
+    gained later may be absent. `full` also decodes every page, which finds damage
+    inside an intact footer; the driver pays for that once per run, readers do not.
     """
     import pyarrow as pa
 
     try:
         schema = pq.read_schema(path)
+        missing = [k for k in KEY_COLUMNS if k not in schema.names]
+        if missing:
+            return f"no {', '.join(missing)} column(s)"
+        for name in schema.names:
+            if name in SCHEMA.names and not _same_kind(schema.field(name).type, SCHEMA.field(name).type):
+                return f"column {name} is {schema.field(name).type}, not {SCHEMA.field(name).type}"
+        if full:
+            pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         return " ".join(str(exc).split())[:200] or type(exc).__name__
-    missing = [k for k in KEY_COLUMNS if k not in schema.names]
-    if missing:
-        return f"no {', '.join(missing)} column(s)"
-    for name in schema.names:
-        if name in SCHEMA.names and not _same_kind(schema.field(name).type, SCHEMA.field(name).type):
-            return f"column {name} is {schema.field(name).type}, not {SCHEMA.field(name).type}"
     return None
 
 
@@ -213,8 +221,15 @@ class RunStore:
             return {}
         from orchestrator.query import scan
 
-        frame = (scan(self.dir).select("config_id", "attempt", "status")
-                 .unique(subset=["config_id"]).collect())
+        import polars as pl
+
+        from orchestrator.query import damaged
+
+        try:
+            frame = (scan(self.dir).select("config_id", "attempt", "status")
+                     .unique(subset=["config_id"]).collect())
+        except pl.exceptions.ComputeError as exc:  # damage inside a part whose footer is intact
+            raise damaged(exc, self.dir, self.run_id) from None
         return {cid: Outcome(status=status, attempt=attempt)
                 for cid, attempt, status in frame.iter_rows()}
 
@@ -243,7 +258,7 @@ class RunStore:
         if not self.dir.is_dir():
             return moved
         for path in sorted(self.dir.glob("part-*.parquet")):
-            problem = part_problem(path)
+            problem = part_problem(path, full=True)
             if problem is None:
                 continue
             target = path.with_name(path.name + QUARANTINE_SUFFIX)

@@ -142,13 +142,26 @@ def test_a_damaged_part_is_reported_once_ignored_and_its_config_measured_again(
     assert cli.main(["status", "--results", str(results), "--run-id", run_id, "--check"]) == 1
     assert all(p.exists() for p in damaged.values())  # readers never rename
 
+    # Damage inside the last part's pages, its footer intact: readers cannot see it coming, but
+    # status still fails in one line that names the fix, and the driver's full check finds it.
+    part_c = run_dir / f"part-{intact}-1.parquet"
+    data = bytearray(part_c.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    data[100:len(data) - footer - 100] = bytes(b ^ 0xFF for b in data[100:len(data) - footer - 100])
+    part_c.write_bytes(bytes(data))
+    damaged[intact], original[intact] = part_c, bytes(data)
+    capsys.readouterr()
+    assert cli.main(["status", "--results", str(results), "--run-id", run_id]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"`tilesweep run --run-id {run_id} --results ROOT` moves damaged parts aside" in err[0]
+
     assert cli.main(["run", "--run-id", run_id, "--results", str(results), "--workers", "2"]) == 0
-    # Moved aside with their bytes; measured again under a new attempt; the intact config untouched.
-    assert attempts(run_dir) == {truncated: [2], garbage: [2], intact: [1]}
+    # Moved aside with their bytes, and measured again under a new attempt.
+    assert attempts(run_dir) == {truncated: [2], garbage: [2], intact: [2]}
     for cid, data in original.items():
         assert (run_dir / f"part-{cid}-1.parquet.corrupt").read_bytes() == data
     report = assert_invariant(results, run_id)
-    assert report.counts["quarantined"] == 2 and report.counts["ok"] == 3
+    assert report.counts["quarantined"] == 3 and report.counts["ok"] == 3
     assert not marker.exists()
     capsys.readouterr()
     assert cli.main(["status", "--results", str(results), "--run-id", run_id, "--check"]) == 0

@@ -30,19 +30,6 @@ pytestmark = pytest.mark.ray
 FAST = ["--warmup", "0", "--repeats", "2", "--workers", "2"]
 
 
-def model_host_pids() -> set[int]:
-    """Processes of live host actors on this machine (Ray titles them ``ray::ModelHost...``)."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::ModelHost"):
-                    pids.add(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def wait_gone(pids: set[int], timeout: float = 30.0) -> set[int]:
     """`pids` still alive after waiting up to `timeout` seconds for them to exit."""
     deadline = time.monotonic() + timeout

@@ -4,9 +4,9 @@ From tilesweep's real sweep (the one benchmark 2 ran; run here when benchmark 2
 was not), per config:
 
 - the remainder ``(t_total - (vision + projector + llm_prefill + lm_head)) / t_total``,
-  median over the config's repeats (`orchestrator.query.additivity`);
+  median over the config's repeats (`analysis.query.additivity`);
 - the coefficient of variation (std / mean over repeats) of every stage
-  (`orchestrator.query.summary`).
+  (`analysis.query.summary`).
 
 Reported as the median and the maximum over configs.
 """
@@ -31,7 +31,7 @@ def _finite(values: list[Any]) -> list[float]:
 
 def analyse(run_dir: str | Path) -> dict[str, Any]:
     """Per-config remainder shares and stage CVs of one run directory."""
-    from orchestrator.query import additivity, scan, stat_column, summary
+    from analysis.query import additivity, scan, stat_column, summary
 
     lf = scan(run_dir)
     add = additivity(lf).collect()

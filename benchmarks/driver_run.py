@@ -67,7 +67,7 @@ def run_driver(*, spec: Any, configs: Sequence[Any], profile: Any, results: Path
             measures scheduling alone and not the actors' start-up.
     """
     from orchestrator.driver import Driver
-    from orchestrator.store import RunStore
+    from store.runs import RunStore
 
     store = RunStore(results, run_id)
     progress = StampingProgress()

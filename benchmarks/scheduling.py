@@ -122,7 +122,7 @@ def _host_spans(results: Path, run_id: str) -> list[dict[str, Any]]:
     """Per config: the host's own start/end (epoch s) and worker, from the stored parts."""
     import polars as pl
 
-    from orchestrator.query import scan
+    from store.scan import scan
 
     frame = (scan(results / run_id).filter(pl.col("repeat") == 0)
              .select("config_id", "worker_id", "status", "extra").collect())

@@ -107,7 +107,7 @@ def run_tilesweep(size: SweepSize, work_dir: Path) -> dict[str, Any]:
 def _first_error(run_dir: Path) -> str | None:
     import polars as pl
 
-    from orchestrator.query import scan
+    from store.scan import scan
 
     failed = scan(run_dir).filter(pl.col("status") != "ok").select("error_type", "error").head(1).collect()
     return None if failed.is_empty() else f"{failed['error_type'][0]}: {failed['error'][0]}"

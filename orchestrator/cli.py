@@ -1,8 +1,13 @@
 """The `tilesweep` command line.
 
-Subcommands live in `orchestrator.commands.<name>`; see that package's docstring.
-Bad input anywhere before work starts is a `ValueError` (or `UsageError`): the CLI
-prints it as one line on stderr and exits 2, having written nothing.
+Subcommands live in `orchestrator.commands.<name>`. Only the module of the
+subcommand being run is imported (``tilesweep --help`` imports none), so a quick
+command never pays for another's imports.
+
+Errors: `UsageError` (bad input, raised before anything is written; a `SpecError`
+gives one line per problem) is printed as one line on stderr with exit 2;
+`SweepError` (the sweep cannot go on) as one line with exit 1; Ctrl-C exits 130.
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,78 +17,87 @@ import importlib
 import logging
 import sys
 import typing
+from collections.abc import Iterable, Sequence
 
-from orchestrator.errors import UsageError
+from tilesweep.errors import SpecError, SweepError, UsageError
 
-# name -> (module, one-line help). Kept here so `tilesweep --help` needs no imports.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "plan": ("orchestrator.commands.plan", "print the tilings, exact resolutions, crops and tokens of a sweep"),
-    "run": ("orchestrator.commands.run", "run a sweep on a Ray cluster (local by default)"),
-    "fill": ("orchestrator.commands.fill", "measure only the tilings whose crop counts are missing"),
-    "status": ("orchestrator.commands.status", "what is done, missing and failed, per crop count and tiling"),
-    "query": ("orchestrator.commands.query", "polars SQL over the results (table `results`, `summary`)"),
-    "report": ("orchestrator.commands.report", "plots, tables and report.html from results"),
+# name -> one-line help, in the order `tilesweep --help` lists them.
+COMMANDS: dict[str, str] = {
+    "plan": "print the tilings, exact resolutions, crops and tokens of a sweep",
+    "run": "run a sweep on a Ray cluster (local by default)",
+    "fill": "measure only the tilings whose crop counts are missing",
+    "status": "what is done, missing and failed, per crop count and tiling",
+    "query": "polars SQL over the results",
+    "report": "plots, tables and report.html from results",
 }
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors in one line and exits 2."""
 
     def error(self, message: str) -> typing.NoReturn:
-        sys.stderr.write(f"tilesweep {self.prog.split()[-1]}: error: {message}\n")
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(EXIT_USAGE)
 
 
-
-def build_parser(commands: dict[str, tuple[str, str]] | None = None) -> argparse.ArgumentParser:
-    commands = COMMANDS if commands is None else commands
+def build_parser(only: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; the subcommands in `only` (default: all) get their flags, which imports their modules."""
+    wanted = set(COMMANDS if only is None else only)
     parser = _Parser(prog="tilesweep", description="Exact tiling sweeps of vision-language model latency.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name, (module_name, help_text) in commands.items():
+    for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module = _load(module_name)
-        if module is not None:
-            module.add_arguments(p)
-        p.set_defaults(_module=module_name)
+        if name in wanted:
+            _module(name).add_arguments(p)
+    parser.set_defaults(_subparsers=sub.choices)
     return parser
 
 
-def _load(module_name: str):
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:  # subcommand not built yet
-            return None
-        raise
+def _module(name: str):
+    return importlib.import_module(f"orchestrator.commands.{name}")
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not a flag)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = _command_in(argv)
+    args, extra = build_parser(only=[command] if command in COMMANDS else ()).parse_known_args(argv)
+    if extra:  # named by the subcommand they were given to
+        args._subparsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    module = _load(args._module)
-    if module is None:
-        sys.stderr.write(f"tilesweep {args.command}: not available in this version\n")
-        return EXIT_USAGE
+    prefix = f"tilesweep {args.command}"
     try:
-        return int(module.main(args) or 0)
-    except (UsageError, ValueError) as exc:
-        sys.stderr.write(f"tilesweep {args.command}: error: {_one_line(exc)}\n")
+        return int(_module(args.command).main(args) or 0)
+    except SpecError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"{prefix}: error: {_one_line(problem)}\n")
         return EXIT_USAGE
+    except UsageError as exc:
+        sys.stderr.write(f"{prefix}: error: {_one_line(exc)}\n")
+        return EXIT_USAGE
+    except SweepError as exc:
+        sys.stderr.write(f"{prefix}: {_one_line(exc)}\n")
+        return EXIT_FAILED
     except KeyboardInterrupt:
-        sys.stderr.write(f"tilesweep {args.command}: interrupted\n")
-        return 130
+        sys.stderr.write(f"{prefix}: interrupted\n")
+        return EXIT_INTERRUPTED
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | str) -> str:
     return " ".join(str(exc).split())
 
 

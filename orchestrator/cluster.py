@@ -20,8 +20,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.errors import UsageError
 from orchestrator.spec import SweepSpec
+from tilesweep.errors import UsageError
 
 log = logging.getLogger(__name__)
 

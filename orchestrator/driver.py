@@ -40,15 +40,17 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from tilings import Profile
-
 from orchestrator.cluster import WorkerPlan
 from orchestrator.plan import PlannedConfig
-from orchestrator.pool import WAKE_S, HostPool, Slot, SweepError, short
+from orchestrator.pool import WAKE_S, HostPool, Slot, short
 from orchestrator.progress import LogProgress, Progress
 from orchestrator.spec import SweepSpec
-from orchestrator.store import RunStore
+from store.runs import RunStore
+from tilesweep import fields
+from tilesweep.errors import SweepError
+from tilings import Profile
 from workers import faults
+from workers.config import MeasureConfig, Timing
 from workers.record import STATUS_FAILED, STATUS_OK, Record
 
 __all__ = ["Driver", "SweepError", "SweepOutcome", "host_kwargs_for"]
@@ -115,15 +117,13 @@ class Driver:
                              progress=self.progress, clock=clock)
         self._next_attempt: dict[str, int] = {}
         self._profile: Profile | None = None
+        # The spec's timing settings are `Timing`'s fields, passed on as they are.
+        self._timing = {f.name: getattr(spec, f.name) for f, _ in fields.settings(Timing)}
 
     @property
     def hosts(self) -> dict[str, dict[str, Any]]:
         """Every actor that started: ``{actor id: {node_id, pid, describe}}``."""
         return self.pool.hosts
-
-    @property
-    def _slots(self) -> list[Slot]:
-        return self.pool.slots
 
     # ----- actors -----
     def start(self) -> None:
@@ -207,8 +207,6 @@ class Driver:
         return [s.task for s in self.pool.slots if s.task is not None]
 
     def _dispatch(self, queue: collections.deque[PlannedConfig]) -> None:
-        from workers.config import MeasureConfig
-
         for slot in self.pool.slots:
             if not queue:
                 return
@@ -218,10 +216,8 @@ class Driver:
             attempt = self._next_attempt.get(config.config_id, 1)
             self._next_attempt[config.config_id] = attempt + 1
             mc = MeasureConfig(
-                tiling_rows=config.tiling.rows, tiling_cols=config.tiling.cols,
+                **self._timing, tiling_rows=config.tiling.rows, tiling_cols=config.tiling.cols,
                 height=config.height, width=config.width, family=config.family,
-                warmup=self.spec.warmup, repeats=self.spec.repeats, min_duration_s=self.spec.min_duration_s,
-                decode_tokens=self.spec.decode_tokens, block_spans=self.spec.block_spans, seed=self.spec.seed,
                 run_id=self.store.run_id, config_id=config.config_id, attempt=attempt,
             )
             slot.task = _Task(config=config, attempt=attempt, slot=slot, ref=slot.actor.measure.remote(mc),

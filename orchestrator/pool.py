@@ -24,15 +24,12 @@ from ray.exceptions import RayError
 
 from orchestrator.cluster import WorkerPlan
 from orchestrator.progress import STARTING, Progress
+from tilesweep.errors import SweepError
 
 log = logging.getLogger(__name__)
 
 # ray.wait wakes at least this often, so Ctrl-C and deadlines are seen promptly.
 WAKE_S = 1.0
-
-
-class SweepError(RuntimeError):
-    """The sweep cannot go on (e.g. no host actor can start); what is written stays valid."""
 
 
 def identify(host: Any) -> dict[str, Any]:

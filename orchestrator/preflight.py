@@ -14,8 +14,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from orchestrator.errors import UsageError
+from orchestrator.cluster import check_reachable, resolve_address
 from orchestrator.spec import SweepSpec
+from tilesweep.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,15 @@ def check_model(spec: SweepSpec) -> None:
     Raises:
         UsageError: see `workers.loading.check_source`.
     """
-    from workers.loading import check_source
+    from workers.loading import (
+        check_source,  # imports torch: only when a model is checked
+    )
 
-    try:
-        check_source(spec.model, trust_remote_code=spec.trust_remote_code, revision=spec.revision,
-                     profile=spec.profile)
-    except ValueError as exc:
-        raise UsageError(" ".join(str(exc).split())) from None
+    check_source(spec.model, trust_remote_code=spec.trust_remote_code, revision=spec.revision, profile=spec.profile)
 
 
 def check_address(address: str | None) -> None:
     """A given Ray address (or ``RAY_ADDRESS``) answers, checked before anything else happens."""
-    from orchestrator.cluster import check_reachable, resolve_address
-
     target = resolve_address(address)
     if target is not None:
         check_reachable(target)

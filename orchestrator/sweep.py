@@ -1,9 +1,8 @@
 """One sweep end to end: connect, plan, subtract what is done, drive, record the manifest.
 
 `sweep` is the programmatic entry (benchmarks pass their own host class); the
-`run` and `fill` subcommands call `execute`, which adds the summary table and the
-exit codes: 0 done (failed configs are rows, not errors), 1 no host could start,
-2 bad input (nothing written), 130 interrupted (resume with the printed command).
+`run` and `fill` subcommands call it and add the summary table and the exit codes
+(`orchestrator.commands.run`).
 """
 
 from __future__ import annotations
@@ -19,14 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from tilings import Profile, get_profile
-
+from orchestrator import preflight
+from orchestrator.cluster import cluster_gpus, connect, resolve_address, worker_plan
 from orchestrator.plan import PlannedConfig, pending, plan, profile_dict
-from orchestrator.progress import Progress, make_progress
-from orchestrator.spec import SpecError, SweepSpec
-from orchestrator.store import RunStore, new_run_id
+from orchestrator.progress import Progress
+from orchestrator.spec import SweepSpec
+from store.manifest import Counts, Invocation, Manifest
+from store.runs import RunStore, new_run_id
+from tilesweep.errors import SpecError
+from tilings import Profile, get_profile
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,10 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
         UsageError: a model that cannot load, an unreachable Ray address, a results
             directory that cannot be written, a spec that does not fit the run or
             the profile (all raised before Ray starts or anything is written).
-        driver.SweepError: no host actor could start, or a part could not be written.
+        SweepError: no host actor could start, or a part could not be written.
     """
-    import ray
+    import ray  # the driver's own imports (ray, the host class) load only when a sweep runs
 
-    from orchestrator import preflight
-    from orchestrator.cluster import cluster_gpus, connect, resolve_address, worker_plan
     from orchestrator.driver import Driver
 
     spec = dataclasses.replace(spec, run_id=spec.run_id or new_run_id())
@@ -98,42 +98,7 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
     return SweepResult(run_id=spec.run_id, run_dir=store.dir, planned=configs, measured=todo, outcome=outcome)
 
 
-def execute(spec: SweepSpec, *, command: str = "run", stdout: IO[str] | None = None, **kwargs: Any) -> int:
-    """`sweep`, then the summary table on stdout; returns the exit code."""
-    from orchestrator.driver import SweepError
-
-    stdout = stdout or sys.stdout
-    kwargs.setdefault("progress", make_progress())
-    try:
-        result = sweep(spec, command=command, **kwargs)
-    except SweepError as exc:
-        sys.stderr.write(f"tilesweep {command}: {exc}\n")
-        return 1
-    stdout.write(summary_text(result.run_dir) + "\n")
-    stdout.flush()
-    outcome = result.outcome
-    if outcome is not None and outcome.interrupted:
-        sys.stderr.write(f"tilesweep {command}: interrupted; {outcome.remaining} config(s) not measured. "
-                         f"Resume with:\n  {resume_command(spec, command, result.run_id)}\n")
-        return 130
-    if outcome is not None and outcome.failed:
-        sys.stderr.write(f"tilesweep {command}: {outcome.failed} config(s) failed; see `tilesweep status "
-                         f"--run-id {result.run_id} --results {spec.results}`\n")
-    return 0
-
-
-def resume_command(spec: SweepSpec, command: str, run_id: str) -> str:
-    """The command line that finishes an interrupted `run` or `fill` (the run keeps its own settings)."""
-    line = f"tilesweep {command} --run-id {run_id} --results {spec.results}"
-    if command == "fill":  # fill's selection is not the run's spec: repeat it
-        for flag, values in (("--crops", spec.crops), ("--family", spec.families),
-                             ("--tilings", [f"{r}x{c}" for r, c in spec.tilings])):
-            if values:
-                line += f" {flag} {','.join(map(str, values))}"
-    return line
-
-
-def _plan(spec: SweepSpec, store: RunStore, manifest: Mapping[str, Any] | None,
+def _plan(spec: SweepSpec, store: RunStore, manifest: Manifest | None,
           profile: Profile) -> tuple[list[PlannedConfig], list[PlannedConfig]]:
     """(every config of the spec, those without an ok result in the run)."""
     _check_profile(spec.run_id, manifest, profile)
@@ -145,22 +110,22 @@ def _plan(spec: SweepSpec, store: RunStore, manifest: Mapping[str, Any] | None,
     return configs, pending(configs, store.done())
 
 
-def known_profile(spec: SweepSpec, manifest: Mapping[str, Any] | None, *, default_host: bool) -> Profile | None:
+def known_profile(spec: SweepSpec, manifest: Manifest | None, *, default_host: bool) -> Profile | None:
     """The tiling profile without starting a host: the spec's, the run's, or the registered model's."""
     if spec.profile is not None:
         return get_profile(spec.profile)
-    if manifest and manifest.get("profile"):
-        return Profile(**manifest["profile"])
+    if manifest is not None and manifest.profile:
+        return Profile(**manifest.profile)
     if default_host:
-        from workers.models import MODELS
+        from workers.models import MODELS  # imports torch: only for the registered models' profiles
 
         if spec.model in MODELS:
             return get_profile(MODELS[spec.model].profile)
     return None  # a hub model: its processor config decides; ask the host
 
 
-def _check_profile(run_id: str, manifest: Mapping[str, Any] | None, profile: Profile) -> None:
-    stored = (manifest or {}).get("profile")
+def _check_profile(run_id: str, manifest: Manifest | None, profile: Profile) -> None:
+    stored = manifest.profile if manifest is not None else None
     if stored and stored != profile_dict(profile):
         raise SpecError([f"run {run_id!r} was measured with profile {stored.get('name')!r} "
                          f"({stored}), not {profile.name!r}; use its profile or a new --run-id"])
@@ -192,66 +157,43 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _begin(store: RunStore, manifest: dict[str, Any] | None, spec: SweepSpec, profile: Profile,
-           configs: list[PlannedConfig], command: str) -> dict[str, Any]:
+def _begin(store: RunStore, manifest: Manifest | None, spec: SweepSpec, profile: Profile,
+           configs: list[PlannedConfig], command: str) -> Manifest:
     """Create or extend the manifest before any part of this invocation is written."""
+    now = _now()
     if manifest is None:
-        manifest = {"run_id": spec.run_id, "created_at": _now(), "measurement": spec.measurement(),
-                    "profile": profile_dict(profile), "planned": {}, "hosts": {}, "invocations": []}
+        manifest = Manifest(run_id=spec.run_id, created_at=now, measurement=spec.measurement(),
+                            profile=profile_dict(profile))
         log.info("new run %s in %s", spec.run_id, store.dir)
-    if command == "run" or "spec" not in manifest:
+    invocation = Invocation(command=command, started_at=now, spec=spec.to_dict(),
+                            planned=tuple(c.config_id for c in configs))
+    manifest = dataclasses.replace(
+        manifest,
         # The spec a plain `run --run-id` resumes; a `fill` is recorded in its invocation only.
-        manifest["spec"] = spec.to_dict()
-    manifest["environment"] = environment()
-    manifest["planned"] = {**manifest.get("planned", {}), **{c.config_id: c.to_dict() for c in configs}}
-    manifest["invocations"] = [*manifest.get("invocations", []),
-                               {"command": command, "started_at": _now(), "spec": spec.to_dict()}]
-    manifest["updated_at"] = _now()
+        spec=spec.to_dict() if command == "run" or not manifest.spec else manifest.spec,
+        environment=environment(),
+        planned={**manifest.planned, **{c.config_id: c.entry() for c in configs}},
+        invocations=(*manifest.invocations, invocation),
+        updated_at=now,
+    )
     store.write_manifest(manifest)
     return manifest
 
 
-def _end(store: RunStore, manifest: dict[str, Any], outcome: Any, hosts: Mapping[str, Any]) -> None:
+def _end(store: RunStore, manifest: Manifest, outcome: Any, hosts: Mapping[str, Any]) -> None:
     outcomes = store.outcomes()
-    planned = manifest["planned"]
+    planned = manifest.planned
     ok = sum(1 for cid in planned if cid in outcomes and outcomes[cid].status == "ok")
     failed = sum(1 for cid in planned if cid in outcomes and outcomes[cid].status != "ok")
-    manifest["counts"] = {"planned": len(planned), "ok": ok, "failed": failed, "missing": len(planned) - ok - failed}
-    manifest["hosts"] = {**manifest.get("hosts", {}), **hosts}
-    last = manifest["invocations"][-1]
-    last["finished_at"] = _now()
+    last = dataclasses.replace(manifest.invocations[-1], finished_at=_now())
     if outcome is not None:
-        last.update(measured=outcome.measured, ok=outcome.ok, failed=outcome.failed, retries=outcome.retries,
-                    interrupted=outcome.interrupted, remaining=outcome.remaining,
-                    elapsed_s=round(outcome.elapsed_s, 3))
-    manifest["updated_at"] = _now()
-    store.write_manifest(manifest)
-
-
-# (header, summary column, format) of the table `run` ends with.
-_SUMMARY_COLUMNS = (
-    ("tiling", None, "{}"), ("family", "family", "{}"), ("crops", "crops", "{}"),
-    ("img_tok", "image_tokens", "{}"), ("seq_tok", "sequence_tokens", "{}"), ("n", "n", "{}"),
-    ("vision_ms", "vision_median_ms", "{:.2f}"), ("proj_ms", "projector_median_ms", "{:.2f}"),
-    ("llm_ms", "llm_prefill_median_ms", "{:.2f}"), ("total_ms", "total_median_ms", "{:.2f}"),
-    ("llm_sub_ms", "llm_sub_median_ms", "{:.2f}"), ("status", "status", "{}"),
-)
-
-
-def summary_text(run_dir: str | Path) -> str:
-    """Per tiling: crops, tokens and median stage times, hook method then subtraction (ms)."""
-    from orchestrator.query import scan, summary
-
-    frame = summary(scan(run_dir)).collect()
-    title = f"run {Path(run_dir).name}: {frame.height} config(s), median times in ms " \
-            "(hook method; llm_sub_ms by subtraction)"
-    rows = [[h for h, _, _ in _SUMMARY_COLUMNS]]
-    for row in frame.iter_rows(named=True):
-        cells = []
-        for header, column, fmt in _SUMMARY_COLUMNS:
-            value = f"{row['tiling_rows']}x{row['tiling_cols']}" if column is None else row[column]
-            cells.append("-" if value is None else fmt.format(value))
-        rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows]
-    return "\n".join([title, *lines])
+        last = dataclasses.replace(last, measured=outcome.measured, ok=outcome.ok, failed=outcome.failed,
+                                   retries=outcome.retries, interrupted=outcome.interrupted,
+                                   remaining=outcome.remaining, elapsed_s=round(outcome.elapsed_s, 3))
+    store.write_manifest(dataclasses.replace(
+        manifest,
+        counts=Counts(planned=len(planned), ok=ok, failed=failed, missing=len(planned) - ok - failed),
+        hosts={**manifest.hosts, **hosts},
+        invocations=(*manifest.invocations[:-1], last),
+        updated_at=_now(),
+    ))

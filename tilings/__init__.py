@@ -9,7 +9,7 @@ nor ray, so planners and drivers can use it anywhere.
 from tilings.families import FAMILIES, enumerate_tilings, parse_families
 from tilings.geometry import canvas_for, geometry, tiling_geometry
 from tilings.inverse import crop_range, resolution_for, tilings_for_crops
-from tilings.profiles import PROFILES, Profile, get_profile
+from tilings.profiles import PROFILES, Profile, get_profile, resolve_profile
 from tilings.select import candidate_tilings, select_tiling
 from tilings.types import Geometry, Tiling
 
@@ -27,6 +27,7 @@ __all__ = [
     "get_profile",
     "parse_families",
     "resolution_for",
+    "resolve_profile",
     "select_tiling",
     "tiling_geometry",
     "tilings_for_crops",

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tilesweep.errors import UsageError
+
 # Keys that only one family's config uses; their presence says which family it is.
 _V1_KEYS = frozenset(
     {"base_image_input_size", "image_patch_size", "image_pooling_h", "image_pooling_w",
@@ -16,13 +18,13 @@ _MOLMO2_KEYS = frozenset({"size", "patch_size", "pooling_size"})
 
 
 def load_json(path: str | Path) -> dict[str, Any]:
-    """Read a JSON object from a file, as a one-line ValueError when that fails."""
+    """Read a JSON object from a file, as a one-line UsageError when that fails."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read preprocessor config {str(path)!r}: {exc}; pass a JSON file or a dict") from exc
+        raise UsageError(f"cannot read preprocessor config {str(path)!r}: {exc}; pass a JSON file or a dict") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"preprocessor config {str(path)!r} holds a {type(data).__name__}, not a JSON object")
+        raise UsageError(f"preprocessor config {str(path)!r} holds a {type(data).__name__}, not a JSON object")
     return data
 
 
@@ -38,7 +40,7 @@ def profile_fields_from_config(
     if isinstance(config, (str, Path)):
         config = load_json(config)
     if not isinstance(config, Mapping):
-        raise ValueError(f"a preprocessor config must be a dict or a JSON path, got {type(config).__name__}")
+        raise UsageError(f"a preprocessor config must be a dict or a JSON path, got {type(config).__name__}")
     flat = dict(config)
     # A combined processor_config.json nests the image processor's keys.
     nested = flat.pop("image_processor", None)
@@ -47,12 +49,12 @@ def profile_fields_from_config(
     is_v1 = bool(_V1_KEYS & flat.keys())
     is_molmo2 = bool(_MOLMO2_KEYS & flat.keys())
     if is_v1 and is_molmo2:
-        raise ValueError(
+        raise UsageError(
             f"preprocessor config mixes Molmo v1 keys ({', '.join(sorted(_V1_KEYS & flat.keys()))}) and Molmo2 keys "
             f"({', '.join(sorted(_MOLMO2_KEYS & flat.keys()))}); pass one model's config"
         )
     if not (is_v1 or is_molmo2):
-        raise ValueError(
+        raise UsageError(
             f"preprocessor config has none of the Molmo v1 keys ({', '.join(sorted(_V1_KEYS))}) or Molmo2 keys "
             f"({', '.join(sorted(_MOLMO2_KEYS))}); pass a Molmo or Molmo2 preprocessor_config.json"
         )
@@ -68,12 +70,12 @@ def profile_fields_from_config(
 def _pair(key: str, value: Any) -> tuple[Any, Any]:
     if isinstance(value, (list, tuple)) and len(value) == 2:
         return (value[0], value[1])
-    raise ValueError(f"preprocessor config key {key!r} must be a pair of integers, got {value!r}")
+    raise UsageError(f"preprocessor config key {key!r} must be a pair of integers, got {value!r}")
 
 
 def _square(key: str, height: Any, width: Any) -> Any:
     if height != width:
-        raise ValueError(f"preprocessor config {key!r} must be square, got {height}x{width}; crops are square")
+        raise UsageError(f"preprocessor config {key!r} must be square, got {height}x{width}; crops are square")
     return height
 
 
@@ -86,7 +88,7 @@ def _molmo2_fields(cfg: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(size, int) and not isinstance(size, bool):
             fields["crop_size"] = size
         else:
-            raise ValueError(f"preprocessor config 'size' must be {{'height': N, 'width': N}} or N, got {size!r}")
+            raise UsageError(f"preprocessor config 'size' must be {{'height': N, 'width': N}} or N, got {size!r}")
     if "patch_size" in cfg:
         fields["patch_size"] = cfg["patch_size"]
     if "pooling_size" in cfg:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from tilesweep.errors import UsageError
 from tilings.profiles import Profile, get_profile
 from tilings.select import candidate_tilings
 from tilings.types import Tiling
@@ -24,7 +25,7 @@ def parse_families(families: Iterable[str] | str) -> list[str]:
     """Family names from an iterable or a comma-separated string, checked, in order, without repeats.
 
     Raises:
-        ValueError: an unknown family name, or none at all.
+        UsageError: an unknown family name, or none at all.
     """
     if isinstance(families, str):
         families = families.split(",")
@@ -32,11 +33,11 @@ def parse_families(families: Iterable[str] | str) -> list[str]:
     for raw in families:
         name = str(raw).strip()
         if name not in _MEMBERS:
-            raise ValueError(f"unknown tiling family {raw!r}; known families: {', '.join(FAMILIES)}")
+            raise UsageError(f"unknown tiling family {raw!r}; known families: {', '.join(FAMILIES)}")
         if name not in names:
             names.append(name)
     if not names:
-        raise ValueError(f"no tiling family given; pick from {', '.join(FAMILIES)}")
+        raise UsageError(f"no tiling family given; pick from {', '.join(FAMILIES)}")
     return names
 
 
@@ -47,7 +48,7 @@ def enumerate_tilings(profile: Profile | str, families: Iterable[str] | str = ("
     listed once, under the first family given that holds it.
 
     Raises:
-        ValueError: an unknown profile or family.
+        UsageError: an unknown profile or family.
     """
     profile = get_profile(profile)
     seen: set[Tiling] = set()

@@ -43,7 +43,7 @@ def geometry(height: int, width: int, profile: Profile | str) -> Geometry:
     """What the preprocessor of `profile` makes of an image of `height` x `width` pixels.
 
     Raises:
-        ValueError: a size that is not a positive integer, or an unknown profile.
+        UsageError: a size that is not a positive integer, or an unknown profile.
     """
     profile = get_profile(profile)
     return tiling_geometry(select_tiling(height, width, profile), profile)

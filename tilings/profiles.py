@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tilesweep.errors import UsageError
 from tilings._checks import check_positive_int
 from tilings._config import profile_fields_from_config
 
@@ -50,19 +51,19 @@ class Profile:
             check_positive_int(f"Profile.{field}", getattr(self, field))
         margins = tuple(self.overlap_margins)
         if len(margins) != 2 or any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in margins):
-            raise ValueError(
+            raise UsageError(
                 f"Profile.overlap_margins must be two non-negative integers (left, right), got {self.overlap_margins!r}"
             )
         pooling = tuple(self.pooling)
         if len(pooling) != 2:
-            raise ValueError(f"Profile.pooling must be two positive integers (h, w), got {self.pooling!r}")
+            raise UsageError(f"Profile.pooling must be two positive integers (h, w), got {self.pooling!r}")
         for p in pooling:
             check_positive_int("Profile.pooling", p)
         # Lists from JSON become tuples so that the profile stays hashable.
         object.__setattr__(self, "overlap_margins", margins)
         object.__setattr__(self, "pooling", pooling)
         if self.window_patches < 1:
-            raise ValueError(
+            raise UsageError(
                 f"Profile {self.name!r}: overlap margins {margins} leave no window inside a crop of "
                 f"{self.crop_patches} patches; margins must sum to less than crop_size // patch_size"
             )
@@ -115,13 +116,13 @@ class Profile:
         field names and win over the config.
 
         Raises:
-            ValueError: an unreadable file, a config of neither family, inconsistent
+            UsageError: an unreadable file, a config of neither family, inconsistent
                 values, or an override that is not a Profile field.
         """
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             allowed = ", ".join(f.name for f in dataclasses.fields(cls))
-            raise ValueError(f"unknown Profile override(s) {', '.join(unknown)}; allowed: {allowed}")
+            raise UsageError(f"unknown Profile override(s) {', '.join(unknown)}; allowed: {allowed}")
         fields, family, stated = profile_fields_from_config(config)
         base = PROFILES[family]
         merged = {**{f.name: getattr(base, f.name) for f in dataclasses.fields(cls)}, **fields}
@@ -164,23 +165,36 @@ def get_profile(profile: Profile | str) -> Profile:
     """A `Profile` as given, or the preset of that name.
 
     Raises:
-        ValueError: an unknown name (the message lists the presets).
+        UsageError: an unknown name (the message lists the presets).
     """
     if isinstance(profile, Profile):
         return profile
     if isinstance(profile, str) and profile in PROFILES:
         return PROFILES[profile]
-    raise ValueError(
+    raise UsageError(
         f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)} "
         "(or build one with Profile.from_preprocessor_config)"
     )
+
+
+def resolve_profile(profile: Profile | str) -> Profile:
+    """A `Profile` as given, a preset by name, or one read from a ``preprocessor_config.json`` path.
+
+    Raises:
+        UsageError: an unknown name that is not a path either, or a config that cannot be read.
+    """
+    if isinstance(profile, Profile) or profile in PROFILES:
+        return get_profile(profile)
+    if str(profile).endswith(".json") or Path(profile).is_file():
+        return Profile.from_preprocessor_config(profile)
+    return get_profile(profile)  # raises the error that lists the presets
 
 
 def _check_stated_grid(profile: Profile, stated: Mapping[str, Any]) -> None:
     """A Molmo v1 config states its pooled low-res grid; it must agree with the numbers that decide it."""
     for key, expected in zip(("image_token_length_h", "image_token_length_w"), profile.low_res_grid):
         if key in stated and stated[key] != expected:
-            raise ValueError(
+            raise UsageError(
                 f"preprocessor config {key}={stated[key]!r} disagrees with its crop {profile.crop_size} px, "
                 f"patch {profile.patch_size} px and pooling {profile.pooling} (= {expected}); fix the config"
             )

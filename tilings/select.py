@@ -95,7 +95,7 @@ def select_tiling(height: int, width: int, profile: Profile | str) -> Tiling:
     """The tiling the preprocessor of `profile` picks for an image of `height` x `width` pixels.
 
     Raises:
-        ValueError: a size that is not a positive integer, or an unknown profile.
+        UsageError: a size that is not a positive integer, or an unknown profile.
     """
     height = check_positive_int("height", height, below=MAX_SIZE)
     width = check_positive_int("width", width, below=MAX_SIZE)

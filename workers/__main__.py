@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m workers --model tiny-molmo2 --tiling 1x3 --repeats 5 --warmup 2
+    python -m workers --model tiny-molmo2 --tiling 1x3 --repeats 5 --warmup 2 --decode-tokens 4
     python -m workers --tiling 1x1,1x4,2x2 --json > records.json
 
 Prints a per-stage table (median, p5, p95 in ms) for the hook and the
@@ -13,11 +13,14 @@ subtraction method, or with ``--json`` the records as a JSON list. Exit status:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 
-from workers.config import MeasureConfig, parse_tiling
+from tilesweep import fields
+from tilesweep.errors import UsageError
+from workers.config import MeasureConfig, Timing, parse_tiling
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,11 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiling RxC; repeat or comma-separate for several (default 1x3)")
     p.add_argument("--height", type=int, help="image height in px (default: the tiling's exact resolution)")
     p.add_argument("--width", type=int, help="image width in px (with --height)")
-    p.add_argument("--repeats", type=int, default=10, help="least timed repeats per tiling (default 10)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up repeats (default 3)")
-    p.add_argument("--min-duration", type=float, default=0.0, help="keep repeating until this many seconds passed")
-    p.add_argument("--decode", type=int, default=0, help="forced tokens to decode after the prefill (default 0)")
-    p.add_argument("--block-spans", action="store_true", help="also time every LLM and vision block")
+    # The same timing flags, defaults and limits as `tilesweep run` (one declaration: Timing).
+    fields.add_flags(p, Timing, groups={"timing": "how each config is timed"})
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--attn", dest="attn_implementation", help="attention implementation (sdpa, eager, ...)")
@@ -42,11 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help="tiling profile name or preprocessor_config.json (default: the model's)")
     p.add_argument("--module", action="append", default=[], metavar="STAGE=PATH",
                    help="override a module-map stage (vision, projector, llm_blocks, lm_head, vision_blocks)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic image and random weights")
     p.add_argument("--threads", type=int, help="torch intra-op threads on the CPU")
     p.add_argument("--json", action="store_true", help="print the records as a JSON list")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return p
+
+
+def timing(args: argparse.Namespace) -> Timing:
+    """The timing flags given, over `Timing`'s defaults.
+
+    Raises:
+        UsageError: every bad value, one after the other on one line.
+    """
+    built, problems = fields.build(Timing, fields.given(args, Timing))
+    if problems:
+        raise UsageError("; ".join(problems))
+    return built
 
 
 def parse_modules(items: list[str]) -> dict[str, str]:
@@ -54,19 +65,16 @@ def parse_modules(items: list[str]) -> dict[str, str]:
     for item in items:
         stage, sep, path = item.partition("=")
         if not sep or not stage or not path:
-            raise ValueError(f"bad --module {item!r}: write STAGE=dotted.path, e.g. --module vision=model.vision_tower")
+            raise UsageError(f"bad --module {item!r}: write STAGE=dotted.path, e.g. --module vision=model.vision_tower")
         out[stage.strip()] = path.strip()
     return out
 
 
 def run(args: argparse.Namespace) -> int:
     tilings = [parse_tiling(t) for arg in (args.tiling or ["1x3"]) for t in arg.split(",") if t.strip()]
-    configs = [
-        MeasureConfig(tiling_rows=r, tiling_cols=c, height=args.height, width=args.width, warmup=args.warmup,
-                      repeats=args.repeats, min_duration_s=args.min_duration, decode_tokens=args.decode,
-                      block_spans=args.block_spans, seed=args.seed)
-        for r, c in tilings
-    ]
+    times = timing(args)
+    configs = [MeasureConfig(**dataclasses.asdict(times), tiling_rows=r, tiling_cols=c, height=args.height,
+                             width=args.width) for r, c in tilings]
     modules = parse_modules(args.module)
 
     import torch
@@ -79,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     host = ModelHost(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attn_implementation,
                      revision=args.revision, trust_remote_code=args.trust_remote_code, profile=args.profile,
-                     module_overrides=modules or None, seed=args.seed)
+                     module_overrides=modules or None, seed=times.seed)
     records = [record for config in configs for record in host.measure(config)]
     if args.json:
         json.dump([to_jsonable(r) for r in records], sys.stdout, indent=1)
@@ -95,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 

@@ -22,6 +22,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from tilesweep.errors import UsageError
+
 ENV_VAR = "TILESWEEP_INJECT"
 KINDS = ("oom", "error", "hang", "crash")
 CRASH_EXIT_CODE = 86
@@ -42,7 +44,7 @@ def parse(spec: str) -> list[Fault]:
     """Parse a ``TILESWEEP_INJECT`` value.
 
     Raises:
-        ValueError: an item that is not ``<kind>@<rows>x<cols>[/<attempt>]``.
+        UsageError: an item that is not ``<kind>@<rows>x<cols>[/<attempt>]``.
     """
     faults = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
@@ -51,7 +53,7 @@ def parse(spec: str) -> list[Fault]:
         rows, _, cols = where.lower().partition("x")
         numbers_ok = rows.isdigit() and cols.isdigit() and (attempt == "" or attempt.isdigit())
         if kind not in KINDS or not numbers_ok:
-            raise ValueError(
+            raise UsageError(
                 f"bad {ENV_VAR} item {item!r}: write <kind>@<rows>x<cols>[/<attempt>] with kind one of "
                 f"{', '.join(KINDS)}, e.g. oom@1x3 or hang@2x2/1"
             )

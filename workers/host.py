@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 
+from tilesweep.errors import GeometryMismatchError
 from tilings import Geometry, Profile, Tiling, geometry, resolution_for, tiling_geometry
 from workers import faults
 from workers.config import MeasureConfig
-from workers.inputs import GeometryMismatchError, Prepared, check_geometry, synthetic_image
+from workers.inputs import Prepared, check_geometry, synthetic_image
 from workers.loading import load
 from workers.models import count_parameters, resolve_device, resolve_dtype
 from workers.modulemap import module_map_for
@@ -71,11 +72,11 @@ class ModelHost:
                       revision=revision, trust_remote_code=trust_remote_code, profile=profile, seed=seed)
         self.name = loaded.name
         self.model = loaded.model
-        self.family = loaded.family
+        self.architecture = loaded.architecture
         self.profile: Profile = loaded.profile
         self.inputs = loaded.inputs
         self.source = loaded.source
-        self.module_map, self.modules = module_map_for(self.model, self.family, module_overrides)
+        self.module_map, self.modules = module_map_for(self.model, self.architecture, module_overrides)
         self.clock = make_clock(self.device)
         self.probe = GpuProbe(self.device)
         self._provenance = {
@@ -92,7 +93,7 @@ class ModelHost:
             "model": self.name,
             "revision": self.revision,
             "source": self.source,
-            "family": self.family,
+            "architecture": self.architecture,
             "profile": self.profile.name,
             "profile_fields": dataclasses.asdict(self.profile),
             "parameters": count_parameters(self.model),
@@ -272,7 +273,7 @@ class ModelHost:
         }
 
     def _extra(self, prepared: Prepared | None) -> str:
-        extra: dict[str, Any] = {"model_family": self.family, "modules": self.modules.paths,
+        extra: dict[str, Any] = {"architecture": self.architecture, "modules": self.modules.paths,
                                  "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
         if prepared is not None:
             extra.update(inputs=prepared.source, prompt_tokens=prepared.seq_len - prepared.sequence_tokens)

@@ -1,6 +1,6 @@
 """Inputs: a seeded synthetic image at an exact size, the model's own processor, and the checks.
 
-Each model family has an input builder that turns an image into the model's
+Each model architecture has an input builder that turns an image into the model's
 keyword arguments, and knows how to run the vision path alone (for the
 subtraction baseline) and one decode step. Where no tokenizer can be loaded
 (random-weight architectures, offline), the Molmo2 builder uses the image
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tilesweep.errors import GeometryMismatchError
 from tilings import Geometry, Profile
 
 PROMPT = "Describe this image in detail."
@@ -23,10 +24,6 @@ PROMPT = "Describe this image in detail."
 # every vocabulary of the supported models is far larger than these.
 PROMPT_IDS = (1, 57, 210, 33, 418, 12, 96, 301, 7)
 FORCED_TOKEN_IDS = (42, 137, 256, 73, 19, 604, 88, 5)
-
-
-class GeometryMismatchError(RuntimeError):
-    """The processor's crops or image tokens differ from what tilings predicts."""
 
 
 def synthetic_image(height: int, width: int, seed: int) -> Image.Image:

@@ -12,7 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tilings import PROFILES, Profile, get_profile
+from tilesweep.errors import UsageError
+from tilings import PROFILES, Profile
+from tilings import resolve_profile as tilings_resolve_profile
 from workers.inputs import InputBuilder, Molmo2Inputs, MolmoV1Inputs
 from workers.models import (
     MODELS,
@@ -37,23 +39,15 @@ class Loaded:
 
     name: str
     model: nn.Module
-    family: str  # module-map family
+    architecture: str  # which module map (workers.modulemap.ARCHITECTURE_MAPS)
     profile: Profile
     inputs: InputBuilder
     source: str  # "registry" or "pretrained"
 
 
 def resolve_profile(profile: str | Profile | None) -> Profile | None:
-    """A preset name, a path to a ``preprocessor_config.json``, a `Profile`, or None.
-
-    Raises:
-        ValueError: an unknown name that is not a readable file either.
-    """
-    if profile is None or isinstance(profile, Profile):
-        return profile
-    if profile not in PROFILES and Path(profile).is_file():
-        return Profile.from_preprocessor_config(profile)
-    return get_profile(profile)
+    """`tilings.resolve_profile`, with None ("the model's own") passed through."""
+    return None if profile is None else tilings_resolve_profile(profile)
 
 
 def check_source(name: str, *, trust_remote_code: bool = False, revision: str | None = None,
@@ -66,7 +60,7 @@ def check_source(name: str, *, trust_remote_code: bool = False, revision: str | 
     local directory passes; only loading it can tell more.
 
     Raises:
-        ValueError: an unknown profile; a registered model with a revision or a
+        UsageError: an unknown profile; a registered model with a revision or a
             profile whose crop size it cannot take; a name that is neither
             registered, a hub id nor an existing path; a local path that is not a
             checkpoint directory; an unsupported model type; a Molmo v1 checkpoint
@@ -76,7 +70,7 @@ def check_source(name: str, *, trust_remote_code: bool = False, revision: str | 
     spec = MODELS.get(name)
     if spec is not None:
         if revision is not None:
-            raise ValueError(f"--revision {revision!r} applies to hub models, not to the registered model {name!r}; drop it")
+            raise UsageError(f"--revision {revision!r} applies to hub models, not to the registered model {name!r}; drop it")
         if chosen is not None:
             check_crop_size(spec.config().vision_config.image_size, chosen)
         return
@@ -90,9 +84,9 @@ def check_source(name: str, *, trust_remote_code: bool = False, revision: str | 
     if _HUB_ID.match(name):
         return
     if "/" in name or name.startswith((".", "~")):
-        raise ValueError(f"model path {name!r} does not exist; pass an existing checkpoint directory (the one "
+        raise UsageError(f"model path {name!r} does not exist; pass an existing checkpoint directory (the one "
                          f"holding config.json), a hub id (org/name) or a registered model ({', '.join(MODELS)})")
-    raise ValueError(
+    raise UsageError(
         f"model {name!r} is neither a registered model ({', '.join(MODELS)}) nor a hub id (org/name) nor an "
         "existing path; pass one of those (a local checkpoint is the directory holding config.json)")
 
@@ -100,28 +94,28 @@ def check_source(name: str, *, trust_remote_code: bool = False, revision: str | 
 def _local_config(path: Path) -> dict[str, Any]:
     """The ``config.json`` of a local checkpoint directory, read as plain JSON."""
     if not path.is_dir():
-        raise ValueError(f"model path {str(path)!r} is a file; pass the checkpoint directory that holds config.json")
+        raise UsageError(f"model path {str(path)!r} is a file; pass the checkpoint directory that holds config.json")
     config = path / "config.json"
     try:
         raw = json.loads(config.read_text())
     except FileNotFoundError:
-        raise ValueError(f"model directory {str(path)!r} has no config.json; pass the checkpoint directory "
+        raise UsageError(f"model directory {str(path)!r} has no config.json; pass the checkpoint directory "
                          "(the one holding config.json)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read {config} ({type(exc).__name__}: {exc}); fix or replace that file") from None
+        raise UsageError(f"cannot read {config} ({type(exc).__name__}: {exc}); fix or replace that file") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{config} holds a JSON {type(raw).__name__}, not an object; fix or replace that file")
+        raise UsageError(f"{config} holds a JSON {type(raw).__name__}, not an object; fix or replace that file")
     return raw
 
 
 def _check_model_type(source: str, model_type: Any, trust_remote_code: bool) -> None:
     if model_type == "molmo" and not trust_remote_code:
-        raise ValueError(
+        raise UsageError(
             f"model {source!r} is a Molmo v1 checkpoint (model_type 'molmo') whose modelling code ships with the "
             "checkpoint; pass --trust-remote-code (trust_remote_code=True) to run that code"
         )
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(
+        raise UsageError(
             f"model {source!r} has model_type {model_type!r}; supported: 'molmo2' (native) and 'molmo' "
             "(Molmo v1, with --trust-remote-code)"
         )
@@ -141,7 +135,7 @@ def load(
     """Load `name` onto `device`.
 
     Raises:
-        ValueError: an unknown name, a Molmo v1 checkpoint without `trust_remote_code`,
+        UsageError: an unknown name, a Molmo v1 checkpoint without `trust_remote_code`,
             an unsupported model type, or a profile the model cannot take.
     """
     check_source(name, trust_remote_code=trust_remote_code, revision=revision, profile=profile)
@@ -152,7 +146,7 @@ def load(
         model = build_registered(spec, device=device, dtype=dtype, attn_implementation=attn_implementation, seed=seed)
         check_profile_fits(model, chosen)
         inputs = Molmo2Inputs(image_processor=molmo2_image_processor(chosen), layout=layout_from_config(model.config, chosen))
-        return Loaded(name=name, model=model, family=spec.family, profile=chosen, inputs=inputs, source="registry")
+        return Loaded(name=name, model=model, architecture=spec.architecture, profile=chosen, inputs=inputs, source="registry")
     return _load_pretrained(name, device=device, dtype=dtype, attn_implementation=attn_implementation,
                             revision=revision, trust_remote_code=trust_remote_code, profile=chosen)
 
@@ -163,7 +157,7 @@ def _config_dict(source: str, revision: str | None) -> dict[str, Any]:
     try:
         raw, _ = PreTrainedConfig.get_config_dict(source, revision=revision)
     except (OSError, ValueError) as exc:
-        raise ValueError(
+        raise UsageError(
             f"model {source!r} is neither a registered model ({', '.join(MODELS)}) nor a loadable hub id or local "
             f"path ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); pick a registered name or "
             "a directory holding config.json"
@@ -203,7 +197,7 @@ def _load_pretrained(
             layout=layout_from_config(model.config, profile),
             processor=processor,
         )
-        return Loaded(name=source, model=model, family="molmo2", profile=profile, inputs=inputs, source="pretrained")
+        return Loaded(name=source, model=model, architecture="molmo2", profile=profile, inputs=inputs, source="pretrained")
     if model_type == "molmo":
         assert trust_remote_code  # _check_model_type refused it otherwise
         from transformers import AutoModelForCausalLM, AutoProcessor
@@ -213,7 +207,7 @@ def _load_pretrained(
         processor = AutoProcessor.from_pretrained(source, revision=revision, trust_remote_code=True)
         if profile is None:
             profile = Profile.from_preprocessor_config(processor.image_processor.to_dict())
-        return Loaded(name=source, model=model, family="molmo-v1", profile=profile,
+        return Loaded(name=source, model=model, architecture="molmo-v1", profile=profile,
                       inputs=MolmoV1Inputs(processor=processor), source="pretrained")
     raise AssertionError(f"model_type {model_type!r} passed _check_model_type")
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tilesweep.errors import UsageError
 from tilings import PROFILES, Profile
 from workers.inputs import TokenLayout
 
@@ -81,7 +82,7 @@ class ModelSpec:
 
     name: str
     description: str
-    family: str  # module-map family (workers.modulemap.FAMILY_MAPS)
+    architecture: str  # its module map (workers.modulemap.ARCHITECTURE_MAPS)
     profile: str  # tilings profile name
     config: Callable[[], Any]
     # "seeded-init": the library's own initialisation under a fixed seed (small models);
@@ -93,23 +94,23 @@ MODELS: dict[str, ModelSpec] = {
     "tiny-molmo2": ModelSpec(
         name="tiny-molmo2",
         description="Molmo2 architecture at toy size (64 hidden), random weights; tens of ms per forward on a CPU",
-        family="molmo2", profile="molmo2", config=lambda: _tiny_config(378),
+        architecture="molmo2", profile="molmo2", config=lambda: _tiny_config(378),
     ),
     "tiny-molmo-v1": ModelSpec(
         name="tiny-molmo-v1",
         description="the tiny Molmo2 architecture built for the molmo-v1 tiling (336 px crops, up to 12 crops)",
-        family="molmo2", profile="molmo-v1", config=lambda: _tiny_config(336),
+        architecture="molmo2", profile="molmo-v1", config=lambda: _tiny_config(336),
     ),
     "molmo2-4b-arch": ModelSpec(
         name="molmo2-4b-arch",
         description="Molmo2-4B shapes (Qwen3-4B text tower), random weights, no download",
-        family="molmo2", profile="molmo2", weights="meta",
+        architecture="molmo2", profile="molmo2", weights="meta",
         config=lambda: _arch_config(hidden=2560, intermediate=9728, rope_theta=5_000_000.0),
     ),
     "molmo2-8b-arch": ModelSpec(
         name="molmo2-8b-arch",
         description="Molmo2-8B shapes (Qwen3-8B text tower), random weights, no download",
-        family="molmo2", profile="molmo2", weights="meta",
+        architecture="molmo2", profile="molmo2", weights="meta",
         config=lambda: _arch_config(hidden=4096, intermediate=12288, rope_theta=1_000_000.0),
     ),
 }
@@ -119,20 +120,20 @@ def resolve_device(device: str | None) -> torch.device:
     """The device to run on: ``cuda`` when there is one, else ``cpu``, unless given.
 
     Raises:
-        ValueError: a CUDA device where CUDA is unavailable, or an unparsable name.
+        UsageError: a CUDA device where CUDA is unavailable, or an unparsable name.
     """
     if device is None:
         return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:<index>") from None
+        raise UsageError(f"unknown device {device!r}; use cpu, cuda or cuda:<index>") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
+            raise UsageError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
         return torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
     if dev.type != "cpu":
-        raise ValueError(f"unsupported device {device!r}; use cpu, cuda or cuda:<index>")
+        raise UsageError(f"unsupported device {device!r}; use cpu, cuda or cuda:<index>")
     return dev
 
 
@@ -140,13 +141,13 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     """bf16 on a GPU, fp32 on the CPU, unless given.
 
     Raises:
-        ValueError: an unknown dtype name.
+        UsageError: an unknown dtype name.
     """
     if dtype is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     key = str(dtype).lower().removeprefix("torch.")
     if key not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        raise UsageError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     return DTYPES[key]
 
 
@@ -229,7 +230,7 @@ def check_profile_fits(model: nn.Module, profile: Profile) -> None:
     """A Molmo2 ViT has one position embedding per patch of its crop: the profile's crop must match.
 
     Raises:
-        ValueError: a profile whose crop size the model cannot take.
+        UsageError: a profile whose crop size the model cannot take.
     """
     vision = getattr(getattr(model, "config", None), "vision_config", None)
     check_crop_size(getattr(vision, "image_size", None), profile)
@@ -239,10 +240,10 @@ def check_crop_size(size: Any, profile: Profile) -> None:
     """`check_profile_fits` on a vision config's ``image_size`` (``[h, w]``; None or empty: unknown, passes).
 
     Raises:
-        ValueError: a profile whose crop size differs from `size`.
+        UsageError: a profile whose crop size differs from `size`.
     """
     if size and list(size) != [profile.crop_size, profile.crop_size]:
-        raise ValueError(
+        raise UsageError(
             f"profile {profile.name!r} uses {profile.crop_size} px crops but the model's vision tower takes "
             f"{size[0]}x{size[1]}; pick a profile with crop_size {size[0]} (e.g. "
             f"{', '.join(n for n, p in PROFILES.items() if p.crop_size == size[0]) or 'one built from its preprocessor config'})"

@@ -1,6 +1,6 @@
 """The module map: which modules of a model are its vision encoder, projector, LLM blocks and LM head.
 
-Known per family and overridable by dotted paths relative to the loaded model
+Known per architecture and overridable by dotted paths relative to the loaded model
 (``model.vision_tower``). A stage may name several modules (comma-separated):
 their spans add up. A path that does not resolve is an error that lists the
 nearest module names that do exist.
@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from torch import nn
+
+from tilesweep.errors import UsageError
 
 # Stages a map names; llm_blocks and vision_blocks are module lists.
 STAGE_KEYS = ("vision", "projector", "llm_blocks", "lm_head", "vision_blocks")
@@ -31,7 +33,7 @@ class ModuleMap:
     required: tuple[str, ...] = ("vision", "llm_blocks")
 
 
-FAMILY_MAPS: dict[str, ModuleMap] = {
+ARCHITECTURE_MAPS: dict[str, ModuleMap] = {
     # transformers' Molmo2ForConditionalGeneration.
     "molmo2": ModuleMap(
         vision=("model.vision_tower",),
@@ -88,7 +90,7 @@ def resolve(model: nn.Module, path: str, stage: str = "") -> nn.Module:
     """The submodule at dotted `path`.
 
     Raises:
-        ValueError: the path does not resolve; the message lists the nearest names that exist.
+        UsageError: the path does not resolve; the message lists the nearest names that exist.
     """
     try:
         return model.get_submodule(path)
@@ -96,7 +98,7 @@ def resolve(model: nn.Module, path: str, stage: str = "") -> nn.Module:
         near = nearest_names(model, path)
         where = f" (stage {stage!r})" if stage else ""
         hint = ", ".join(near) if near else "none"
-        raise ValueError(
+        raise UsageError(
             f"module path {path!r}{where} does not resolve in {type(model).__name__}; nearest existing names: {hint}; "
             f"pass an existing dotted path, e.g. --module {stage or 'vision'}={near[0] if near else 'model.<name>'}"
         ) from None
@@ -114,19 +116,19 @@ def apply_overrides(base: ModuleMap, overrides: Mapping[str, str] | None) -> Mod
     """`base` with stages replaced by dotted paths (``{"vision": "model.vit"}``).
 
     Raises:
-        ValueError: an unknown stage name.
+        UsageError: an unknown stage name.
     """
     if not overrides:
         return base
     unknown = sorted(set(overrides) - set(STAGE_KEYS))
     if unknown:
-        raise ValueError(f"unknown module-map stage(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(STAGE_KEYS)}")
+        raise UsageError(f"unknown module-map stage(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(STAGE_KEYS)}")
     changes: dict[str, object] = {}
     for stage, value in overrides.items():
         paths = _split(value)
         if stage in ("llm_blocks", "vision_blocks"):
             if len(paths) > 1:
-                raise ValueError(f"module-map stage {stage!r} takes one path to a module list, got {value!r}")
+                raise UsageError(f"module-map stage {stage!r} takes one path to a module list, got {value!r}")
             changes[stage] = paths[0] if paths else None
         else:
             changes[stage] = paths
@@ -136,7 +138,7 @@ def apply_overrides(base: ModuleMap, overrides: Mapping[str, str] | None) -> Mod
 def _blocks(model: nn.Module, path: str, stage: str) -> list[nn.Module]:
     module = resolve(model, path, stage)
     if not isinstance(module, (nn.ModuleList, nn.Sequential)) or len(module) == 0:
-        raise ValueError(
+        raise UsageError(
             f"module path {path!r} (stage {stage!r}) is a {type(module).__name__}, not a non-empty ModuleList of blocks; "
             "point it at the list of transformer blocks"
         )
@@ -147,10 +149,10 @@ def resolve_map(model: nn.Module, module_map: ModuleMap) -> ResolvedModules:
     """Resolve every path of `module_map` on `model`.
 
     Raises:
-        ValueError: a path that does not resolve, or a block path that is not a module list.
+        UsageError: a path that does not resolve, or a block path that is not a module list.
     """
     if not module_map.vision or not module_map.llm_blocks:
-        raise ValueError("a module map needs at least the 'vision' and 'llm_blocks' stages")
+        raise UsageError("a module map needs at least the 'vision' and 'llm_blocks' stages")
     paths = {
         "vision": ",".join(module_map.vision),
         "projector": ",".join(module_map.projector),
@@ -188,37 +190,37 @@ def fit_map(model: nn.Module, module_map: ModuleMap) -> ModuleMap:
     return replace(module_map, **changes)
 
 
-def detect_family(model: nn.Module) -> str:
-    """The family whose known module map fits `model`.
+def detect_architecture(model: nn.Module) -> str:
+    """The architecture whose known module map fits `model`.
 
     Raises:
-        ValueError: no known map fits; the message names the missing paths per family.
+        UsageError: no known map fits; the message names the missing paths per architecture.
     """
     missing: dict[str, list[str]] = {}
-    for name, module_map in FAMILY_MAPS.items():
+    for name, module_map in ARCHITECTURE_MAPS.items():
         wanted = [p for stage in module_map.required for p in _split(getattr(module_map, stage))]
         absent = [p for p in wanted if not _resolves(model, p)]
         if not absent:
             return name
         missing[name] = absent
     detail = "; ".join(f"{name}: missing {', '.join(paths)}" for name, paths in missing.items())
-    raise ValueError(
+    raise UsageError(
         f"cannot tell the module layout of {type(model).__name__} ({detail}); pass the stages by hand, e.g. "
         "--module vision=<path> --module llm_blocks=<path>"
     )
 
 
 def module_map_for(
-    model: nn.Module, family: str | None = None, overrides: Mapping[str, str] | None = None
+    model: nn.Module, architecture: str | None = None, overrides: Mapping[str, str] | None = None
 ) -> tuple[ModuleMap, ResolvedModules]:
-    """The map for `model` (its family's, detected when `family` is None, then overridden), resolved.
+    """The map for `model` (its architecture's, detected when None, then overridden), resolved.
 
     Raises:
-        ValueError: an unknown family, no family fits, or a path that does not resolve.
+        UsageError: an unknown architecture, none fits, or a path that does not resolve.
     """
-    if family is None:
-        family = detect_family(model)
-    if family not in FAMILY_MAPS:
-        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILY_MAPS)}")
-    module_map = apply_overrides(fit_map(model, FAMILY_MAPS[family]), overrides)
+    if architecture is None:
+        architecture = detect_architecture(model)
+    if architecture not in ARCHITECTURE_MAPS:
+        raise UsageError(f"unknown model architecture {architecture!r}; known: {', '.join(ARCHITECTURE_MAPS)}")
+    module_map = apply_overrides(fit_map(model, ARCHITECTURE_MAPS[architecture]), overrides)
     return module_map, resolve_map(model, module_map)

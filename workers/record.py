@@ -1,7 +1,7 @@
 """The result row: one record per timed repeat (raw samples, never aggregates).
 
 `Record` is the single definition of a result row. The Arrow schema that the
-orchestrator writes (`orchestrator.schema.SCHEMA`) is derived from these field
+store writes (`store.schema.SCHEMA`) is derived from these field
 annotations, and a test checks that the two agree, so the columns cannot drift
 between the worker that measures and the store that writes.
 
@@ -13,7 +13,7 @@ Times are milliseconds (``t_*_ms``); a stage that was not measured is ``None``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +35,7 @@ class Record:
     revision: str | None = None
     profile: str
     # --- tiling and geometry (predicted by tilings/) ---
-    family: str = ""
+    family: str = ""  # the tiling family (1xk, 2xk, ...), never the model's
     tiling_rows: int
     tiling_cols: int
     crops: int
@@ -101,7 +101,7 @@ class Record:
     status: str = STATUS_OK
     error_type: str | None = None
     error: str | None = None
-    extra: str | None = None  # JSON text for anything family-specific
+    extra: str | None = None  # JSON text for anything architecture-specific
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

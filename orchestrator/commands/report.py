@@ -1,11 +1,11 @@
-"""`tilesweep report RESULTS -o DIR`: PNG figures, report.html (self-contained) and report.md."""
+"""`tilesweep report RESULTS -o DIR`: PNG figures, report.html (self-contained) and report.md (`analysis.report`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-HELP = "plots, tables and report.html from results"
+from analysis import report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,8 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orchestrator import report
-
     written = report.build(args.results, args.output, run_ids=args.run_id)
     html = next(p for p in written if p.name == "report.html")
     sys.stdout.write(f"{html}\n")

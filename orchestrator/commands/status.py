@@ -4,9 +4,10 @@
 manifest); a config is done when an attempt is ok, failed when its latest attempt
 failed and none is ok, missing when no part exists.
 
-``--check`` adds the invariant (`orchestrator.invariant`): exit 1, one line per
-problem on stderr, when the run does not hold exactly one result or failure per
-planned config in whole files that its manifest matches; exit 2 stays bad input.
+``--check`` adds the invariant (`store.invariant`, and the planner's view of the
+manifest, `orchestrator.plan.replan_problems`): exit 1, one line per problem on
+stderr, when the run does not hold exactly one result or failure per planned config
+in whole files that its manifest matches; exit 2 stays bad input.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import sys
 from collections import defaultdict
 from typing import IO, Any
 
-from orchestrator.errors import UsageError
-
-HELP = "what is done, missing and failed, per crop count and tiling"
+from orchestrator.plan import replan_problems
+from store.invariant import InvariantReport, check
+from store.runs import RunStore, latest_run, list_runs
+from tilesweep.errors import ResultsError, UsageError
+from tilesweep.text import table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +38,6 @@ def run_status(results: str, run_id: str | None) -> dict[str, Any]:
     Raises:
         UsageError: no run under `results`, or no such run id.
     """
-    from orchestrator.store import RunStore, latest_run, list_runs
-
     if run_id is None:
         run_id = latest_run(results)
         if run_id is None:
@@ -45,25 +46,24 @@ def run_status(results: str, run_id: str | None) -> dict[str, Any]:
     manifest = store.read_manifest()
     if manifest is None:
         known = ", ".join(r for _, r in list_runs(results)) or "none"
-        raise UsageError(f"no run {run_id!r} under {results!r}; runs there: {known}; pass one of them to "
+        raise ResultsError(f"no run {run_id!r} under {results!r}; runs there: {known}; pass one of them to "
                          "--run-id, or leave it out for the latest")
     outcomes = store.outcomes()
-    planned: dict[str, dict[str, Any]] = dict(manifest.get("planned", {}))
     by_crops: dict[int, dict[str, int]] = defaultdict(_zero)
     by_tiling: dict[str, dict[str, Any]] = {}
     total = _zero()
-    for cid, config in planned.items():
+    for cid, entry in manifest.planned.items():
         outcome = outcomes.get(cid)
         state = "missing" if outcome is None else ("done" if outcome.status == "ok" else "failed")
-        for counts in (by_crops[config["crops"]], total):
+        for counts in (by_crops[entry.crops], total):
             counts["planned"] += 1
             counts[state] += 1
-        row = by_tiling.setdefault(config["tiling"], {"crops": config["crops"], "family": config["family"],
-                                                      "image_tokens": config["image_tokens"], **_zero()})
+        row = by_tiling.setdefault(entry.tiling, {"crops": entry.crops, "family": entry.family,
+                                                  "image_tokens": entry.image_tokens, **_zero()})
         row["planned"] += 1
         row[state] += 1
-    return {"run_id": run_id, "model": manifest.get("spec", {}).get("model"),
-            "profile": manifest.get("profile", {}).get("name"), "by_crops": dict(sorted(by_crops.items())),
+    return {"run_id": run_id, "model": manifest.spec.get("model"),
+            "profile": manifest.profile_name, "by_crops": dict(sorted(by_crops.items())),
             "by_tiling": dict(sorted(by_tiling.items(), key=lambda kv: (kv[1]["crops"], kv[0]))), "total": total}
 
 
@@ -75,19 +75,23 @@ def format_status(status: dict[str, Any]) -> str:
     t = status["total"]
     lines = [f"run {status['run_id']} ({status['model']}, profile {status['profile']}): "
              f"{t['done']}/{t['planned']} done, {t['failed']} failed, {t['missing']} missing", ""]
-    lines += _table(["crops", "planned", "done", "failed", "missing"],
-                    [[n, c["planned"], c["done"], c["failed"], c["missing"]] for n, c in status["by_crops"].items()])
+    lines.append(table(["crops", "planned", "done", "failed", "missing"],
+                       [[n, c["planned"], c["done"], c["failed"], c["missing"]] for n, c in status["by_crops"].items()]))
     lines.append("")
-    lines += _table(["tiling", "family", "crops", "img_tok", "done", "failed", "missing"],
-                    [[k, r["family"], r["crops"], r["image_tokens"], r["done"], r["failed"], r["missing"]]
-                     for k, r in status["by_tiling"].items()])
+    lines.append(table(["tiling", "family", "crops", "img_tok", "done", "failed", "missing"],
+                       [[k, r["family"], r["crops"], r["image_tokens"], r["done"], r["failed"], r["missing"]]
+                        for k, r in status["by_tiling"].items()]))
     return "\n".join(lines)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    cells = [header, *[[str(v) for v in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+def full_check(results: str, run_id: str) -> InvariantReport:
+    """The store's invariant plus the planner's view of the manifest (no problem reported twice)."""
+    report = check(results, run_id)
+    manifest = RunStore(results, run_id).read_manifest()
+    extra = [p for p in replan_problems(manifest) if p not in report.problems] if manifest is not None else []
+    if not extra:
+        return report
+    return InvariantReport(ok=False, problems=[*report.problems, *extra], counts=report.counts)
 
 
 def main(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
@@ -96,9 +100,7 @@ def main(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     stdout.write(format_status(status) + "\n")
     if not getattr(args, "check", False):
         return 0
-    from orchestrator.invariant import check
-
-    report = check(args.results, status["run_id"])
+    report = full_check(args.results, status["run_id"])
     stdout.write("\n" + report.summary() + "\n")
     stdout.flush()
     for problem in report.problems:

@@ -93,7 +93,7 @@ def test_sim_host_sleeps_its_duration_and_returns_one_record_per_repeat():
 
 
 def test_sim_host_records_fit_the_stored_schema():
-    from orchestrator.schema import records_to_table
+    from store.schema import records_to_table
 
     records = SimHost(cost=SimCost(seconds_per_unit=1e-4)).measure(_config(1, 2, "ff", repeats=2))
     assert records_to_table(records).num_rows == 2

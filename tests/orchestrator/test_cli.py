@@ -9,17 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from orchestrator import cli
+from orchestrator import spec as specs
 from orchestrator.commands import fill, run, status
 from orchestrator.plan import plan, select_tilings
+from orchestrator.resume import fill_spec, resolve
 from orchestrator.spec import build_spec
-from orchestrator.store import RunStore
+from store.manifest import Manifest
+from store.runs import RunStore
 from tilings import PROFILES, Tiling, tiling_geometry
 
-RUN_FLAGS = {"--spec", "--model", "--profile", "--family", "--tilings", "--crops", "--warmup", "--repeats",
-             "--dtype", "--decode-tokens", "--workers", "--gpus-per-worker", "--results", "--run-id",
-             "--address", "--max-attempts", "--config-timeout", "--trust-remote-code"}
+RUN_FLAGS = {"--spec", "--model", "--revision", "--trust-remote-code", "--profile", "--dtype", "--attn-implementation",
+             "--family", "--tilings", "--crops", "--warmup", "--repeats", "--min-duration", "--decode-tokens",
+             "--block-spans", "--seed", "--workers", "--gpus-per-worker", "--results", "--run-id", "--address",
+             "--max-attempts", "--config-timeout", "--start-timeout"}
 
 
 def flags(module) -> set[str]:
@@ -29,7 +32,8 @@ def flags(module) -> set[str]:
 
 
 def test_flags_are_pinned():
-    # Users and scripts rely on these names; a new flag is a decision, not an accident.
+    # Users and scripts rely on these names; a new flag is a decision, not an accident. Every setting of
+    # the spec has one (they are generated from its fields), so this pins the spec's settings too.
     assert flags(run) == RUN_FLAGS
     assert flags(fill) == RUN_FLAGS
     assert flags(status) == {"--results", "--run-id", "--check"}
@@ -40,13 +44,18 @@ def test_every_flag_reaches_the_spec():
         "run", "--model", "tiny-molmo-v1", "--profile", "molmo-v1", "--family", "kx1", "--tilings", "1x2",
         "--crops", "3", "--warmup", "2", "--repeats", "4", "--dtype", "float32", "--decode-tokens", "5",
         "--workers", "3", "--gpus-per-worker", "0.5", "--results", "out", "--run-id", "r9",
-        "--address", "auto", "--max-attempts", "5", "--config-timeout", "60"])
-    spec = run.resolve_spec(args)
+        "--address", "auto", "--max-attempts", "5", "--config-timeout", "60", "--revision", "main",
+        "--attn-implementation", "eager", "--min-duration", "0.5", "--block-spans", "--seed", "7",
+        "--start-timeout", "30", "--trust-remote-code"])
+    spec = resolve(args.spec, specs.given(args))
     assert (spec.model, spec.profile, spec.families, spec.tilings, spec.crops) == (
         "tiny-molmo-v1", "molmo-v1", ("kx1",), ((1, 2),), (3,))
     assert (spec.warmup, spec.repeats, spec.dtype, spec.decode_tokens) == (2, 4, "float32", 5)
     assert (spec.workers, spec.gpus_per_worker, spec.results, spec.run_id) == (3, 0.5, "out", "r9")
     assert (spec.address, spec.max_attempts, spec.config_timeout_s) == ("auto", 5, 60.0)
+    assert (spec.revision, spec.attn_implementation, spec.min_duration_s, spec.block_spans, spec.seed) == (
+        "main", "eager", 0.5, True, 7)
+    assert (spec.start_timeout_s, spec.trust_remote_code) == (30.0, True)
 
 
 def test_bad_values_print_one_line_each_and_write_nothing(tmp_path, capsys):
@@ -71,7 +80,8 @@ def test_fill_plans_only_what_it_is_given(tmp_path, make_records):
     write_run(tmp_path, make_records)  # a 1xk run
     seen = []
     for argv in (["--crops", "7"], ["--crops", "7", "--family", "2xk"], ["--tilings", "3x2"]):
-        seen.append(fill.fill_spec(cli.build_parser().parse_args(["fill", "--results", str(tmp_path), *argv])))
+        args = cli.build_parser().parse_args(["fill", "--results", str(tmp_path), *argv])
+        seen.append(fill_spec(args.spec, specs.given(args)))
     chosen = [sorted(t for t, _ in select_tilings(spec, PROFILES["molmo2"])) for spec in seen]
     assert chosen == [[(1, 6), (2, 3), (3, 2), (6, 1)], [(2, 3)], [(3, 2)]]
     assert all(spec.run_id == "r1" and spec.model == "tiny-molmo2" for spec in seen)
@@ -106,8 +116,8 @@ def write_run(results: Path, make_records) -> dict:
     spec = build_spec(None, {"families": "1xk", "run_id": "r1", "results": str(results)})
     configs = plan(spec, PROFILES["molmo2"])
     store = RunStore(results, "r1")
-    store.write_manifest({"run_id": "r1", "created_at": "2026-11-26T10:00:00+00:00", "spec": spec.to_dict(),
-                          "profile": {"name": "molmo2"}, "planned": {c.config_id: c.to_dict() for c in configs}})
+    store.write_manifest(Manifest(run_id="r1", created_at="2026-11-26T10:00:00+00:00", spec=spec.to_dict(),
+                                  profile={"name": "molmo2"}, planned={c.config_id: c.entry() for c in configs}))
     by_label = {c.label(): c for c in configs}
     for label in ("1x1", "1x2", "1x3", "1x4"):
         c = by_label[label]
@@ -139,10 +149,10 @@ def test_status_counts_per_crop_count_and_tiling(tmp_path, make_records, capsys)
 
 
 def test_the_resume_hint_repeats_what_a_fill_selected(tmp_path, make_records):
-    from orchestrator.sweep import resume_command
+    from orchestrator.resume import resume_command
 
     write_run(tmp_path, make_records)
-    spec = fill.fill_spec(cli.build_parser().parse_args(
-        ["fill", "--results", str(tmp_path), "--crops", "3,7", "--family", "2xk"]))
+    args = cli.build_parser().parse_args(["fill", "--results", str(tmp_path), "--crops", "3,7", "--family", "2xk"])
+    spec = fill_spec(args.spec, specs.given(args))
     assert resume_command(spec, "fill", "r1") == f"tilesweep fill --run-id r1 --results {tmp_path} --crops 3,7 --family 2xk"
     assert resume_command(spec, "run", "r1") == f"tilesweep run --run-id r1 --results {tmp_path}"

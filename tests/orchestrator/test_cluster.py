@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from orchestrator.cluster import WorkerPlan, check_reachable, resolve_address, worker_plan
-from orchestrator.errors import UsageError
 from orchestrator.spec import SweepSpec
+from tilesweep.errors import UsageError
 
 
 def test_without_gpus_two_single_threaded_cpu_actors():

@@ -2,7 +2,7 @@
 
 Faults come from the hosts' own injection hook (`workers.faults`, ``TILESWEEP_INJECT``
 in the actors' environment) and from SIGKILL sent to an actor's process: nothing is mocked.
-Each test ends with the invariant check (`orchestrator.invariant`), as the reliability
+Each test ends with the invariant check (`store.invariant`), as the reliability
 suite's do; these runs have no manifest, so the planned configs are passed in.
 """
 
@@ -19,11 +19,11 @@ import ray.cloudpickle
 
 from orchestrator.cluster import cluster_gpus, worker_plan
 from orchestrator.driver import Driver
-from orchestrator import invariant
 from orchestrator.plan import plan
-from orchestrator.query import scan
 from orchestrator.spec import build_spec
-from orchestrator.store import RunStore
+from store import invariant
+from store.runs import RunStore
+from store.scan import scan
 from tilings import PROFILES
 from workers import ModelHost
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from orchestrator.errors import UsageError
 from orchestrator.plan import config_id, cost, pending, plan, select_tilings
 from orchestrator.spec import SweepSpec, build_spec
+from tilesweep.errors import UsageError
 from tilings import PROFILES, Tiling, enumerate_tilings, resolution_for, tiling_geometry, tilings_for_crops
 
 MOLMO2 = PROFILES["molmo2"]

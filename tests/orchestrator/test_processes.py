@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator import cli
-from orchestrator.invariant import check
-from orchestrator.query import scan
-from orchestrator.schema import SCHEMA
+from store.invariant import check
+from store.scan import scan
+from store.schema import SCHEMA
 
 pytestmark = pytest.mark.ray
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.errors import UsageError
 from orchestrator.spec import MEASUREMENT_FIELDS, SpecError, SweepSpec, build_spec
+from tilesweep.errors import UsageError
 
 
 def test_defaults_are_the_embedded_sweep():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli
-from orchestrator.query import scan
+from store.scan import scan
 from tilings import PROFILES, Tiling, enumerate_tilings, tilings_for_crops
 
 pytestmark = pytest.mark.ray

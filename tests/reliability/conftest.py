@@ -1,6 +1,6 @@
 """Shared pieces of the reliability suite: a small real run, CLI capture and directory snapshots.
 
-Every fault test ends with `assert_invariant` (`orchestrator.invariant.check`), so
+Every fault test ends with `assert_invariant` (`store.invariant.check`), so
 "nothing lost, nothing duplicated" is checked the same way after every fault.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli
-from orchestrator.invariant import InvariantReport, check
+from store.invariant import InvariantReport, check
 
 # Small and quick: the tiny model, no warm-up, two timed repeats, two actors.
 _FAST = ["--warmup", "0", "--repeats", "2", "--workers", "2"]

@@ -20,7 +20,8 @@ import pytest
 from orchestrator import cli
 from orchestrator.plan import plan
 from orchestrator.spec import build_spec
-from orchestrator.store import RunStore
+from store.manifest import Manifest
+from store.runs import RunStore
 from tilings import PROFILES
 from workers.record import Record
 
@@ -42,8 +43,8 @@ def make_workspace(w: Path) -> None:
     spec = build_spec(None, {"results": str(w / "existing"), "run_id": "r1", "tilings": "1x1", "repeats": 2})
     config = plan(spec, PROFILES["molmo2"])[0]
     store = RunStore(w / "existing", "r1")
-    store.write_manifest({"run_id": "r1", "created_at": "2026-11-26T10:00:00+00:00", "spec": spec.to_dict(),
-                          "measurement": spec.measurement(), "planned": {config.config_id: config.to_dict()}})
+    store.write_manifest(Manifest(run_id="r1", created_at="2026-11-26T10:00:00+00:00", spec=spec.to_dict(),
+                                  measurement=spec.measurement(), planned={config.config_id: config.entry()}))
     now = datetime.now(timezone.utc)
     store.write_part([Record(run_id="r1", config_id=config.config_id, attempt=1, model="tiny-molmo2",
                              profile="molmo2", tiling_rows=1, tiling_cols=1, crops=config.crops,
@@ -115,8 +116,8 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("query-unknown-run", ["query", "{w}/existing", "SELECT 1", "--run-id", "zz"], ["no run 'zz'", "runs there: r1"]),
     ("report-onto-a-file", ["report", "{w}/existing", "-o", "{w}/afile"], ["afile' exists and is a file",
                                                                            "pass a directory"]),
-    ("plan-tokens-zero", ["plan", "--tokens", "0"], ["--tokens", "must be a positive number", "got 0"]),
-    ("plan-crops-unreachable", ["plan", "--crops", "99"], ["--crops 99 is unreachable", "from 2 to 9"]),
+    ("plan-tokens-zero", ["plan", "--image-tokens", "0"], ["--image-tokens", "must be a positive number", "got 0"]),
+    ("plan-crops-unreachable", ["plan", "--crops", "99"], ["--crops: crop count 99 is unreachable", "from 2 to 9"]),
     ("unknown-command", ["frobnicate"], ["invalid choice: 'frobnicate'", "choose from"]),
 ]
 
@@ -144,7 +145,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workspace, snapshot, ca
     assert code == 2, err
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].strip(), err
-    assert lines[0].startswith("tilesweep ") and "Traceback" not in err
+    # "tilesweep <command>: ..." or, for the command itself, "tilesweep: ..." (never the name twice)
+    assert lines[0].startswith(("tilesweep ", "tilesweep:")) and "Traceback" not in err
+    assert not lines[0].startswith("tilesweep tilesweep")
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert out == ""

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli
-from orchestrator.invariant import attempts
+from store.invariant import attempts
 
 pytestmark = pytest.mark.ray
 

@@ -22,8 +22,8 @@ import polars as pl
 import pytest
 
 from orchestrator import cli
-from orchestrator.invariant import attempts
-from orchestrator.query import scan
+from store.invariant import attempts
+from store.scan import scan
 
 pytestmark = pytest.mark.ray
 

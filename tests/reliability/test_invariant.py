@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator import cli
-from orchestrator.invariant import attempts, check
+from store.invariant import attempts, check
 
 pytestmark = pytest.mark.ray
 

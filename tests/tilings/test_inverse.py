@@ -8,8 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tilings import (PROFILES, Profile, Tiling, candidate_tilings, geometry, resolution_for, select_tiling,
-                     tilings_for_crops)
+from tilings import (
+    PROFILES,
+    Profile,
+    Tiling,
+    candidate_tilings,
+    geometry,
+    resolution_for,
+    select_tiling,
+    tilings_for_crops,
+)
 
 # Deterministic: the same examples on every run and in CI.
 DETERMINISTIC = settings(derandomize=True, max_examples=300, deadline=None, database=None)

@@ -46,7 +46,7 @@ def test_one_ok_record_per_repeat_with_the_predicted_geometry(swept):
             assert r.device == "cpu" and r.dtype == "float32" and r.gpu_name is None
             assert r.torch_version == torch.__version__ and r.transformers_version
             assert r.peak_mem_bytes > 0 and r.t_cold_start_ms > 0
-            assert json.loads(r.extra)["model_family"] == "molmo2"
+            assert json.loads(r.extra)["architecture"] == "molmo2"
 
 
 def test_every_stage_is_positive_and_both_methods_are_present(swept):
@@ -77,7 +77,7 @@ def test_llm_prefill_grows_with_image_tokens(swept):
 
 
 def test_records_fit_the_arrow_schema(swept):
-    schema = pytest.importorskip("orchestrator.schema")
+    schema = pytest.importorskip("store.schema")
     table = schema.records_to_table([r for records in swept.values() for r in records])
     assert table.num_rows == 8 and table.schema == schema.SCHEMA
 
@@ -165,13 +165,14 @@ def test_size_that_picks_another_tiling_is_refused(tiny_host):
 
 def test_tiling_over_the_crop_limit_is_a_failed_record(tiny_host):
     [failed] = tiny_host.measure(MeasureConfig(tiling_rows=3, tiling_cols=3, repeats=1))
-    assert failed.status == "failed" and failed.error_type == "ValueError"
+    # Bad input from tilings is a UsageError (a ValueError), recorded under its own name.
+    assert failed.status == "failed" and failed.error_type == "UsageError"
     assert "max_crops" in failed.error and failed.crops == 10
 
 
 def test_describe_names_model_profile_and_modules(tiny_host):
     info = tiny_host.describe()
-    assert (info["model"], info["profile"], info["family"], info["device"]) == ("tiny-molmo2", "molmo2", "molmo2", "cpu")
+    assert (info["model"], info["profile"], info["architecture"], info["device"]) == ("tiny-molmo2", "molmo2", "molmo2", "cpu")
     assert info["modules"]["llm_blocks"] == "model.language_model.layers"
     assert info["parameters"] > 100_000 and info["pid"] > 0
     assert tiny_host.profile == PROFILES["molmo2"]

@@ -136,7 +136,7 @@ def saved_tiny(tmp_path_factory) -> Path:
 
 def test_local_path_with_only_an_image_processor(saved_tiny):
     host = ModelHost(str(saved_tiny / "image-only"), device="cpu")
-    assert (host.source, host.family, host.profile) == ("pretrained", "molmo2", PROFILES["molmo2"])
+    assert (host.source, host.architecture, host.profile) == ("pretrained", "molmo2", PROFILES["molmo2"])
     assert host.inputs.processor is None
     [r] = host.measure(MeasureConfig(tiling_rows=1, tiling_cols=2, warmup=0, repeats=1))
     assert r.status == "ok", r.error

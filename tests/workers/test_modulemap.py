@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from workers.modulemap import FAMILY_MAPS, detect_family, module_map_for, nearest_names, resolve
+from workers.modulemap import ARCHITECTURE_MAPS, detect_architecture, module_map_for, nearest_names, resolve
 from workers.timers import CpuClock, HookTimer
 
 
@@ -85,7 +85,7 @@ def tiny_meta() -> nn.Module:
 
 def test_molmo2_detected_with_its_known_paths(tiny_meta):
     module_map, resolved = module_map_for(tiny_meta)
-    assert module_map == FAMILY_MAPS["molmo2"]
+    assert module_map == ARCHITECTURE_MAPS["molmo2"]
     assert resolved.vision == [tiny_meta.model.vision_tower]
     assert resolved.projector == [tiny_meta.model.multi_modal_projector]
     assert resolved.llm_blocks == list(tiny_meta.model.language_model.layers)
@@ -97,7 +97,7 @@ def test_molmo2_detected_with_its_known_paths(tiny_meta):
 def test_molmo_v1_shape_detected():
     """Shape test against Molmo v1's remote-code module names (see `molmo_v1_shaped`)."""
     model = molmo_v1_shaped()
-    assert detect_family(model) == "molmo-v1"
+    assert detect_architecture(model) == "molmo-v1"
     _, resolved = module_map_for(model)
     backbone = model.model.vision_backbone
     assert resolved.vision == [backbone.image_vit]
@@ -134,7 +134,7 @@ def test_override_replaces_a_stage_and_accepts_several_paths(tiny_meta):
     layers = tiny_meta.model.vision_tower.layers
     assert resolved.vision == [layers[0], layers[1]]
     assert resolved.lm_head == []
-    assert module_map.projector == FAMILY_MAPS["molmo2"].projector  # untouched stages keep their paths
+    assert module_map.projector == ARCHITECTURE_MAPS["molmo2"].projector  # untouched stages keep their paths
 
 
 def test_override_makes_an_unknown_layout_usable():
@@ -144,7 +144,7 @@ def test_override_makes_an_unknown_layout_usable():
     model.decoder.layers = nn.ModuleList([_Block(), _Block()])
     with pytest.raises(ValueError, match="cannot tell the module layout"):
         module_map_for(model)
-    _, resolved = module_map_for(model, family="molmo2", overrides={
+    _, resolved = module_map_for(model, architecture="molmo2", overrides={
         "vision": "encoder", "projector": "", "llm_blocks": "decoder.layers", "lm_head": "", "vision_blocks": ""})
     assert resolved.vision == [model.encoder] and len(resolved.llm_blocks) == 2
 

@@ -1,34 +1,33 @@
-"""The polars query layer over a results directory.
+"""The questions tilesweep answers, as polars frames over the results.
 
-Everything here is lazy: `scan` returns one `pl.LazyFrame` over every Parquet
-part, and each question (`summary`, `by_crops`, `by_tokens`, `missing`,
-`method_gap`, `additivity`) is a function from that frame to another lazy
-frame, so filters written by the caller are pushed down into the scan and
-nothing is read until `.collect()`.
+`scan` (from `store.scan`) gives one lazy frame over every result row, one attempt
+per config. Each question here (`summary`, `by_crops`, `by_tokens`, `missing`,
+`method_gap`, `additivity`) is a function from that frame to another lazy frame,
+so filters written by the caller are pushed down into the scan and nothing is read
+until `.collect()`.
 
-Results layout (written by the driver): ``<results>/<run_id>/part-<config_id>-
-<attempt>.parquet`` plus ``<results>/<run_id>/manifest.json``. A config that was
-retried has several parts; readers keep one attempt per ``(run_id, config_id)``.
+"Tokens" here always means `TOKENS`, the sequence tokens: every token the image
+adds to the text. Image tokens (the placeholders the vision features fill) are the
+column ``image_tokens`` and are named so wherever they are meant.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from orchestrator.schema import SCHEMA
+from store.scan import KEYS, POLARS_SCHEMA, empty, scan
+from tilesweep.errors import UsageError
 from workers.record import STATUS_OK
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "CONFIG_COLUMNS", "GROWTH_STAGES", "KEYS", "POLARS_SCHEMA", "STAGES", "STATS", "TOKENS", "additivity",
+    "by_crops", "by_tokens", "empty", "method_gap", "missing", "scan", "stat_column", "summary", "tiling_label",
+    "tiling_list",
+]
 
-# The schema's dtypes in polars terms, derived from the one Arrow schema.
-POLARS_SCHEMA: pl.Schema = pl.from_arrow(SCHEMA.empty_table()).schema  # type: ignore[union-attr]
-
-KEYS = ("run_id", "config_id")
 CONFIG_COLUMNS = (
     "model", "profile", "family", "tiling_rows", "tiling_cols", "crops",
     "image_tokens", "sequence_tokens", "status", "error",
@@ -51,7 +50,6 @@ STATS = ("median", "mean", "std", "p5", "p95")
 # can be evaluated for sizes never measured.
 TOKENS = "sequence_tokens"
 
-_PART_GLOB = "part-*.parquet"
 _ORDER = ["run_id", "crops", TOKENS, "tiling_rows", "tiling_cols", "config_id"]
 _PER_CONFIG = ("family", "tiling", "tiling_rows", "tiling_cols", "crops", "image_tokens", TOKENS)
 
@@ -59,132 +57,6 @@ _PER_CONFIG = ("family", "tiling", "tiling_rows", "tiling_cols", "crops", "image
 def stat_column(stage: str, stat: str) -> str:
     """Name of a summary column, e.g. ``stat_column("vision", "median") == "vision_median_ms"``."""
     return f"{stage}_{stat}_ms"
-
-
-def _as_paths(results: str | Path | Sequence[str | Path]) -> list[Path]:
-    if isinstance(results, (str, Path)):
-        return [Path(results)]
-    paths = [Path(p) for p in results]
-    if not paths:
-        raise ValueError("no results path given; pass a results root, a run directory or a list of them")
-    return paths
-
-
-def part_files(results: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The Parquet parts under a results root, a run directory, a part file, or a list of them.
-
-    Temporary files of an in-progress write (``.tmp-*``) are never picked up.
-    Raises `ValueError` naming a path that does not exist.
-    """
-    files: set[Path] = set()
-    for path in _as_paths(results):
-        if not path.exists():
-            raise ValueError(
-                f"results path {str(path)!r} does not exist; pass a results root "
-                "(<results>/<run_id>/part-*.parquet) or one run directory"
-            )
-        if path.is_file():
-            if path.suffix != ".parquet":
-                raise ValueError(f"results path {str(path)!r} is a file but not a .parquet part; pass its directory")
-            files.add(path.resolve())
-            continue
-        # A run directory holds parts directly; a results root holds run directories.
-        for found in (*path.glob(_PART_GLOB), *path.glob(f"*/{_PART_GLOB}")):
-            if not found.name.startswith(".tmp-") and found.is_file():
-                files.add(found.resolve())
-    return sorted(files)
-
-
-# Parts already reported as unreadable in this process, by (path, size, mtime):
-# one warning per damaged file, however many times it is scanned.
-_reported: set[tuple[Path, int, int]] = set()
-
-
-def readable(files: Iterable[Path]) -> list[Path]:
-    """The parts that can be read; each one that cannot is left out with one warning line.
-
-    A truncated or damaged part would otherwise fail every query over its run.
-    Leaving it out makes its config count as not measured, so the next `run`
-    of that run measures it again (the driver moves the damaged file aside).
-    """
-    from orchestrator.store import part_problem
-
-    good = []
-    for path in files:
-        problem = part_problem(path)
-        if problem is None:
-            good.append(path)
-            continue
-        try:
-            stat = path.stat()
-            key = (path, stat.st_size, stat.st_mtime_ns)
-        except OSError:
-            key = (path, -1, -1)
-        if key not in _reported:
-            _reported.add(key)
-            run_dir = path.parent
-            log.warning("ignoring unreadable result part %s (%s); its config counts as not measured until "
-                        "`tilesweep run --run-id %s --results %s` measures it again",
-                        path, problem, run_dir.name, run_dir.parent)
-    return good
-
-
-def damaged(exc: Exception, results: Any, run_id: str = "RUN") -> ValueError:
-    """The one-line error for a read that failed inside a part whose footer is intact.
-
-    `readable` cannot see such damage without reading every page (too slow for
-    every query); the driver does read them, so its next run is the fix.
-    """
-    return ValueError(f"cannot read the results under {str(results)!r}: a part is damaged "
-                      f"({' '.join(str(exc).split())[:200]}); `tilesweep run --run-id {run_id} --results ROOT` "
-                      "moves damaged parts aside and measures their configs again")
-
-
-def empty() -> pl.LazyFrame:
-    """A lazy frame with the results schema and no rows."""
-    return pl.LazyFrame(schema=POLARS_SCHEMA)
-
-
-def scan(results: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
-    """One lazy frame over every result row under `results`, one attempt per config.
-
-    Args:
-        results: a results root (all runs), one run directory, a part file, or a
-            list of any of these.
-
-    Returns:
-        A `pl.LazyFrame` with exactly the schema's columns and dtypes. Per
-        ``(run_id, config_id)`` it keeps the rows of the latest attempt whose
-        status is ok, or, when no attempt is ok, of the latest failed attempt.
-        A path with no parts gives an empty frame.
-
-    Raises:
-        ValueError: a path does not exist.
-    """
-    files = readable(part_files(results))
-    if not files:
-        log.debug("no result parts under %s", results)
-        return empty()
-    lf = pl.scan_parquet(
-        [str(f) for f in files],
-        hive_partitioning=False,
-        # Parts written before a field was added to `Record` lack that column:
-        # it reads as null instead of failing the whole scan.
-        missing_columns="insert",
-        extra_columns="ignore",
-        schema=POLARS_SCHEMA,
-        cast_options=pl.ScanCastOptions(integer_cast="upcast", float_cast="upcast"),
-    )
-    return dedupe(lf)
-
-
-def dedupe(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Keep one attempt per ``(run_id, config_id)``: the latest ok one, else the latest failed one."""
-    ok = pl.col("status") == STATUS_OK
-    keys = list(KEYS)
-    latest_ok = pl.when(ok).then(pl.col("attempt")).max().over(keys)
-    latest_any = pl.col("attempt").max().over(keys)
-    return lf.filter(pl.col("attempt") == pl.coalesce(latest_ok, latest_any))
 
 
 def _lazy(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
@@ -307,14 +179,15 @@ def _planned_frame(planned: Any) -> tuple[pl.LazyFrame, list[str]]:
         for keys in (["config_id"], ["tiling_rows", "tiling_cols"], ["crops"]):
             if all(k in names for k in keys):
                 return frame, keys
-        raise ValueError(
+        raise UsageError(
             f"planned frame has columns {names}; it needs config_id, tiling_rows and tiling_cols, or crops"
         )
     items = list(planned)
     if items and all(isinstance(x, int) and not isinstance(x, bool) for x in items):
         return pl.LazyFrame({"crops": items}, schema={"crops": pl.Int64}), ["crops"]
-    if items and all(hasattr(x, "config_id") for x in items):  # planned configs (orchestrator.plan)
-        rows = [x.to_dict() if hasattr(x, "to_dict") else {"config_id": x.config_id} for x in items]
+    if items and all(hasattr(x, "config_id") for x in items):  # planned configs, or a manifest's entries
+        rows = [x.to_dict() if hasattr(x, "to_dict") else x.to_json() if hasattr(x, "to_json")
+                else {"config_id": x.config_id} for x in items]
         return pl.LazyFrame(rows), ["config_id"]
     if items and all(isinstance(x, str) for x in items):
         return pl.LazyFrame({"config_id": items}, schema={"config_id": pl.String}), ["config_id"]
@@ -322,7 +195,7 @@ def _planned_frame(planned: Any) -> tuple[pl.LazyFrame, list[str]]:
         rows, cols = zip(*((int(r), int(c)) for r, c in items))
         frame = pl.LazyFrame({"tiling_rows": rows, "tiling_cols": cols}, schema={"tiling_rows": pl.Int64, "tiling_cols": pl.Int64})
         return frame, ["tiling_rows", "tiling_cols"]
-    raise ValueError(
+    raise UsageError(
         f"cannot tell what is planned from {items[:3]!r}...; pass crop counts (ints), "
         "tilings ((rows, cols) pairs or Tiling), config ids (str) or a polars frame"
     )
@@ -335,7 +208,7 @@ def missing(lf: pl.LazyFrame | pl.DataFrame, planned: Any) -> pl.LazyFrame:
         lf: result rows (e.g. `scan(...)`, filtered to a model or run as needed).
         planned: crop counts (ints), tilings (``(rows, cols)`` pairs or `tilings.Tiling`),
             config ids (str), planned configs (objects with ``config_id``, e.g. from
-            `orchestrator.plan.plan`), or a polars frame with ``config_id``, ``tiling_rows`` +
+            `orchestrator.plan.plan` or a `store.Manifest`'s ``planned``), or a polars frame with ``config_id``, ``tiling_rows`` +
             ``tiling_cols``, or ``crops`` columns (the first of these it has is the key).
 
     Returns:

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from orchestrator import latency_model, query
+from analysis import latency_model, query
 from tilings import geometry
 
 # Realistic proportions: LLM prefill dominated by its linear term, attention ~40% at the top.

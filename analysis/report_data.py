@@ -15,7 +15,11 @@ from typing import Any
 import polars as pl
 
 import tilings
-from orchestrator import query
+from analysis import query
+from store.manifest import Manifest
+from store.manifest import read as read_manifest
+from store.parts import MANIFEST
+from tilesweep.errors import ResultsError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +29,30 @@ _PLANNED = {"config_id": pl.String, "tiling": pl.String, "family": pl.String, "c
             "image_tokens": pl.Int64, "sequence_tokens": pl.Int64}
 
 
-def manifests(results: str | Path | Sequence[str | Path]) -> dict[str, dict[str, Any]]:
+def manifests(results: str | Path | Sequence[str | Path]) -> dict[str, Manifest]:
     """``{run_id: manifest}`` for every ``manifest.json`` under `results` (the run directory's name is the key)."""
     paths = [Path(results)] if isinstance(results, (str, Path)) else [Path(p) for p in results]
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Manifest] = {}
     for path in paths:
         if path.is_file():
             path = path.parent
-        for manifest in (*path.glob("manifest.json"), *path.glob("*/manifest.json")):
+        for file in (*path.glob(MANIFEST), *path.glob(f"*/{MANIFEST}")):
             try:
-                found[manifest.parent.name] = json.loads(manifest.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+                manifest = read_manifest(file)
+            except ResultsError as exc:
                 # A broken manifest must not hide the results themselves.
-                log.warning("ignoring unreadable %s: %s", manifest, exc)
+                log.warning("ignoring %s", exc)
+                continue
+            if manifest is not None:
+                found[file.parent.name] = manifest
     return found
 
 
-def planned_configs(manifest: dict[str, Any] | None) -> pl.DataFrame | None:
-    """The configs the run planned (the manifest's ``planned``: config id -> config), or None if unknown."""
-    planned = (manifest or {}).get("planned")
-    if not isinstance(planned, dict) or not all(isinstance(v, dict) for v in planned.values()):
+def planned_configs(manifest: Manifest | None) -> pl.DataFrame | None:
+    """The configs the run planned (the manifest's ``planned``), or None when no plan is known."""
+    if manifest is None or not manifest.planned:
         return None
-    rows = [{k: cfg.get(k, cid if k == "config_id" else None) for k in _PLANNED} for cid, cfg in planned.items()]
+    rows = [{k: getattr(entry, k) for k in _PLANNED} for entry in manifest.planned.values()]
     return pl.DataFrame(rows, schema=_PLANNED)
 
 
@@ -61,7 +67,7 @@ def _possible(profile_name: str, measured_crops: list[int]) -> tuple[list[int], 
     """Every crop count the profile can produce and the tilings giving each."""
     try:
         profile = tilings.get_profile(profile_name)
-    except ValueError:  # a profile built from a config file: only what was measured is known
+    except UsageError:  # a profile built from a config file: only what was measured is known
         return measured_crops, [""] * len(measured_crops)
     crops = list(tilings.crop_range(profile))
     return crops, [", ".join(str(t) for t in tilings.tilings_for_crops(c, profile)) for c in crops]
@@ -110,14 +116,13 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def environment(manifest: dict[str, Any] | None, rows: pl.DataFrame) -> pl.DataFrame:
+def environment(manifest: Manifest | None, rows: pl.DataFrame) -> pl.DataFrame:
     """Key/value rows: the manifest's environment and hosts, then what the records themselves carry."""
-    manifest = manifest or {}
     items: dict[str, str] = {}
-    _flatten("", manifest.get("environment", {}), items)
+    _flatten("", manifest.environment if manifest is not None else {}, items)
     table = [{"key": k, "value": v, "source": "manifest"} for k, v in items.items()]
-    hosts = manifest.get("hosts")
-    if isinstance(hosts, dict) and hosts:
+    hosts = manifest.hosts if manifest is not None else {}
+    if hosts:
         described = [h.get("describe", {}) for h in hosts.values() if isinstance(h, dict)]
         devices = sorted({f"{d.get('device')} {d.get('gpu_name') or ''}".strip() for d in described})
         table.append({"key": "hosts", "value": f"{len(hosts)} ({', '.join(devices)})", "source": "manifest"})

@@ -8,9 +8,10 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.query import scan
-from orchestrator.schema import SCHEMA
-from orchestrator.store import RunStore, latest_run, list_runs, new_run_id
+from store.manifest import Manifest
+from store.runs import RunStore, latest_run, list_runs, new_run_id
+from store.scan import scan
+from store.schema import SCHEMA
 
 
 def test_part_is_written_under_its_name_with_the_schema(tmp_path, make_records):
@@ -85,13 +86,14 @@ def test_empty_or_absent_run(tmp_path):
 
 
 def test_manifest_is_atomic_json_and_latest_run_goes_by_creation_time(tmp_path):
-    RunStore(tmp_path, "zzz-old").write_manifest({"created_at": "2026-01-01T00:00:00+00:00"})
-    RunStore(tmp_path, "aaa-new").write_manifest({"created_at": "2026-02-01T00:00:00+00:00", "x": [1]})
+    RunStore(tmp_path, "zzz-old").write_manifest(Manifest(run_id="zzz-old", created_at="2026-01-01T00:00:00+00:00"))
+    RunStore(tmp_path, "aaa-new").write_manifest(Manifest(run_id="aaa-new", created_at="2026-02-01T00:00:00+00:00",
+                                                          environment={"x": [1]}))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "manifest.json").write_text("{not json")
     assert [r for _, r in list_runs(tmp_path)] == ["zzz-old", "aaa-new"]
     assert latest_run(tmp_path) == "aaa-new"
-    assert json.loads((tmp_path / "aaa-new" / "manifest.json").read_text())["x"] == [1]
+    assert json.loads((tmp_path / "aaa-new" / "manifest.json").read_text())["environment"]["x"] == [1]
     assert sorted(os.listdir(tmp_path / "aaa-new")) == ["manifest.json"]
 
 

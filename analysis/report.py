@@ -16,13 +16,15 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
-from orchestrator import latency_model, query, report_plots
-from orchestrator.report_data import coverage, environment, manifests, not_done, planned_configs
-from orchestrator.report_tables import to_html, to_markdown
+from analysis import latency_model, query, report_plots
+from analysis.report_data import coverage, environment, manifests, not_done, planned_configs
+from analysis.tables import to_html, to_markdown
+from store.manifest import Manifest
+from store.parts import damaged
+from tilesweep.errors import ResultsError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def _slug(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id) or "run"
 
 
-def build_section(run_id: str, rows: pl.DataFrame, manifest: dict[str, Any] | None) -> Section:
+def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) -> Section:
     first = rows.row(0, named=True)
     title = f"{first['model']} · {first['profile']} · {first['gpu_name'] or first['device']}"
     section = Section(run_id=run_id, title=title)
@@ -87,7 +89,7 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: dict[str, Any] | No
         section.notes.append("no config of this run was measured ok; only the failures are listed")
     try:
         model = latency_model.fit(rows)
-    except ValueError as exc:
+    except UsageError as exc:
         section.notes.append(f"latency model not fitted: {exc}")
         model = None
     if model is not None:
@@ -144,21 +146,22 @@ def build(results: str | Path | list, out_dir: str | Path, *, run_ids: list[str]
     """Write the report for `results` into `out_dir`; returns the files written.
 
     Raises:
-        ValueError: `out_dir` is a file, `results` does not exist or holds no rows.
+        UsageError: `out_dir` is a file.
+        ResultsError: `results` does not exist, holds no rows or a damaged part.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"report directory {str(out)!r} exists and is a file; pass a directory (it is created if missing)")
+        raise UsageError(f"report directory {str(out)!r} exists and is a file; pass a directory (it is created if missing)")
     lf = query.scan(results)
     if run_ids:
         lf = lf.filter(pl.col("run_id").is_in(run_ids))
     try:
         rows = lf.collect()
     except pl.exceptions.ComputeError as exc:
-        raise query.damaged(exc, results) from None
+        raise damaged(exc, results) from None
     if rows.height == 0:
         wanted = f" for run(s) {', '.join(run_ids)}" if run_ids else ""
-        raise ValueError(f"no result rows under {str(results)!r}{wanted}; run `tilesweep run` first or check the path")
+        raise ResultsError(f"no result rows under {str(results)!r}{wanted}; run `tilesweep run` first or check the path")
     found = manifests(results)
     sections = [
         build_section(run_id, run_rows, found.get(run_id))

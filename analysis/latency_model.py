@@ -29,7 +29,8 @@ import numpy as np
 import polars as pl
 
 import tilings
-from orchestrator import query
+from analysis import query
+from tilesweep.errors import UsageError
 
 # Above this condition number of the standardised [1, crops, tokens] design the
 # two axes are too collinear to tell apart (Molmo2 1×k alone: ~180; 1×k + 2×k: ~14).
@@ -124,7 +125,7 @@ def _lstsq(columns: list[np.ndarray], y: np.ndarray) -> np.ndarray:
 def _fit_poly(stage: str, name: str, x: np.ndarray, y: np.ndarray, degree: int) -> StageFit:
     distinct = len(np.unique(x))
     if distinct <= degree:
-        raise ValueError(
+        raise UsageError(
             f"cannot fit {stage} against {name}: {distinct} distinct {name} value(s) measured, "
             f"need at least {degree + 1}; sweep more tilings"
         )
@@ -211,14 +212,14 @@ def fit(lf: pl.LazyFrame | pl.DataFrame) -> LatencyModel:
     """Fit the latency model on one model, profile and device.
 
     Raises:
-        ValueError: the rows mix models, profiles or devices (filter first), or
+        UsageError: the rows mix models, profiles or devices (filter first), or
             too few distinct crop / token counts were measured.
     """
     m = config_medians(lf)
     groups = m.select(_GROUP).unique()
     if groups.height != 1:
         found = "; ".join(" / ".join(str(v) for v in row) for row in groups.iter_rows()) or "no ok results"
-        raise ValueError(
+        raise UsageError(
             f"fit needs the results of one model, profile and device, found: {found}; "
             "filter first, e.g. lf.filter(pl.col('model') == ...)"
         )

@@ -9,7 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from orchestrator import cli, report
+from analysis import report
+from orchestrator import cli
 from tilings import enumerate_tilings
 
 _spec = importlib.util.spec_from_file_location("report_checks", Path(__file__).with_name("report_checks.py"))

@@ -1,4 +1,4 @@
-"""`tilesweep plan`: rows, formats, --crops, --tokens, coverage and one-line errors."""
+"""`tilesweep plan`: rows, formats, --crops, --image-tokens, coverage and one-line errors."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_flags_are_pinned():
     """The subcommand's surface, so it does not sprawl unnoticed."""
     plan = build_parser()._subparsers._group_actions[0].choices["plan"]
     flags = sorted(s for a in plan._actions for s in a.option_strings)
-    assert flags == ["--crops", "--family", "--format", "--help", "--profile", "--tokens", "-h"]
+    assert flags == ["--crops", "--family", "--format", "--help", "--image-tokens", "--profile", "-h"]
 
 
 def test_default_table_molmo2(capsys):
@@ -106,16 +106,16 @@ def test_crops_adds_counts_the_families_miss(capsys):
     assert got == {("2x2", "2xk"), ("1x5", "1xk"), ("5x1", "kx1")}
 
 
-def test_tokens_picks_the_nearest_tilings(capsys):
-    rows = csv_rows(capsys, "--profile", "molmo-v1", "--family", "all", "--tokens", "870")
+def test_image_tokens_picks_the_nearest_tilings(capsys):
+    rows = csv_rows(capsys, "--profile", "molmo-v1", "--family", "all", "--image-tokens", "870")
     assert {r["tiling"] for r in rows} == {"1x7", "7x1", "2x4", "4x2"}  # all at 864, 6 away
     every = csv_rows(capsys, "--profile", "molmo-v1", "--family", "all")
     best = min(abs(int(r["image_tokens"]) - 870) for r in every)
     assert {r["tiling"] for r in every if abs(int(r["image_tokens"]) - 870) == best} == {r["tiling"] for r in rows}
 
 
-def test_tokens_and_crops_combine(capsys):
-    rows = csv_rows(capsys, "--profile", "molmo-v1", "--crops", "9", "--tokens", "1000")
+def test_image_tokens_and_crops_combine(capsys):
+    rows = csv_rows(capsys, "--profile", "molmo-v1", "--crops", "9", "--image-tokens", "1000")
     assert [r["tiling"] for r in rows] == ["1x8", "8x1"]
 
 
@@ -130,12 +130,12 @@ def test_profile_from_a_preprocessor_config_file(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--profile", "molmo-v1", "--crops", "3,14"], "--crops 14 is unreachable with profile 'molmo-v1'; crop counts (global crop included) run from 2 to 13"),
-        (["--crops", "1"], "--crops 1 is unreachable"),
-        (["--crops", "3,six"], "--crops expects comma-separated integers such as 3,6,9, got 'six'"),
+        (["--profile", "molmo-v1", "--crops", "3,14"], "--crops: crop count 14 is unreachable with profile 'molmo-v1'; crop counts (global crop included) run from 2 to 13"),
+        (["--crops", "1"], "--crops: crop count 1 is unreachable"),
+        (["--crops", "3,six"], "--crops: must be an integer, got 'six'"),
         (["--family", "1xk,3xk"], "unknown tiling family '3xk'; known families: 1xk, 2xk, kx1, all"),
         (["--profile", "molmo3"], "unknown profile 'molmo3'; known profiles: molmo-v1, molmo2"),
-        (["--tokens", "0"], "--tokens must be a positive number of image tokens, got 0"),
+        (["--image-tokens", "0"], "--image-tokens must be a positive number of image tokens, got 0"),
         (["--profile", "nowhere/preprocessor_config.json"], "cannot read preprocessor config"),
     ],
 )
@@ -160,7 +160,7 @@ def test_installed_command_in_a_subprocess():
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.splitlines() == [
-        "tilesweep plan: error: --crops 14 is unreachable with profile 'molmo-v1'; "
+        "tilesweep plan: error: --crops: crop count 14 is unreachable with profile 'molmo-v1'; "
         "crop counts (global crop included) run from 2 to 13"]
     good = subprocess.run([str(exe), "plan", "--profile", "molmo-v1", "--format", "json"],
                           capture_output=True, text=True, timeout=120)

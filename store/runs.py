@@ -1,97 +1,53 @@
-"""The results store: atomic Parquet parts and the run manifest. Only the driver writes.
-
-Layout::
-
-    <results>/<run_id>/manifest.json
-    <results>/<run_id>/part-<config_id>-<attempt>.parquet
+"""One run's directory: atomic Parquet parts and the manifest. Only the driver writes.
 
 Every file is written under a ``.tmp-`` name in the same directory, flushed to
 disk, then renamed over its final name (`os.replace` is atomic within one file
 system). A crash or Ctrl-C at any moment therefore leaves only whole files under
 their final names, plus perhaps a ``.tmp-*`` file that readers ignore and the
 next run removes. A part is never overwritten: each dispatch of a config has its
-own attempt number, and readers (`orchestrator.query.scan`) keep one attempt per
-config.
+own attempt number, and readers keep one attempt per config (`store.parts.kept`).
 
-A part that cannot be read (truncated or damaged by something outside tilesweep,
-say a full disk or a bad copy) is skipped by every reader with one warning
-(`part_problem` says why; readers check the footer, which a truncated or foreign
-file lacks). Readers never rename anything; the driver, when it plans a run,
-reads every part whole and moves any it cannot read aside to ``<name>.corrupt``
-(`quarantine_unreadable`), so the bytes stay for inspection, the warning is not
-repeated forever and the config is measured again under a new attempt number.
-Quarantined names still count for attempt numbering, so no attempt is reused.
-Damage inside a part whose footer is intact is found by the driver (and by
-`orchestrator.invariant`); until the next run moves it aside, a reader that meets
-it fails in one line that says so.
+A part that cannot be read is skipped by readers (`store.parts.readable`); the
+driver, when it plans a run, reads every part whole and moves any it cannot read
+aside to ``<name>.corrupt`` (`quarantine_unreadable`), so the bytes stay for
+inspection, the warning is not repeated forever and the config is measured again
+under a new attempt number. Quarantined names still count for attempt numbering,
+so no attempt is reused. Damage inside a part whose footer is intact is found by
+the driver (and by `store.invariant`); until the next run moves it aside, a
+reader that meets it fails in one line that says so.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import secrets
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
+import polars as pl
 import pyarrow.parquet as pq
 
-from orchestrator.errors import UsageError
-from orchestrator.schema import SCHEMA, records_to_table
+from store import manifest as manifests
+from store.manifest import Manifest
+from store.parts import (
+    MANIFEST,
+    PART_NAME,
+    QUARANTINE_SUFFIX,
+    QUARANTINED_NAME,
+    TEMP_PREFIX,
+    Outcome,
+    damaged,
+    part_name,
+    part_problem,
+)
+from store.scan import scan
+from store.schema import SCHEMA, records_to_table
+from tilesweep.errors import ResultsError
 from workers.record import STATUS_FAILED, STATUS_OK, Record
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-PART_NAME = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet$")
-QUARANTINE_SUFFIX = ".corrupt"
-# A part moved aside as unreadable (`RunStore.quarantine_unreadable`).
-QUARANTINED_NAME = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet\.corrupt(?:-[0-9a-f]+)?$")
-# Columns without which a part's rows cannot be attributed to a config attempt.
-KEY_COLUMNS = ("run_id", "config_id", "attempt", "status")
-
-
-def part_problem(path: str | Path, *, full: bool = False) -> str | None:
-    """Why the Parquet part at `path` cannot be read with `SCHEMA`, or None when it can.
-
-    By default reads the footer only (about a tenth of a full read): it is missing
-    from a truncated file and garbled in a damaged or foreign one. A part must hold
-    the key columns, and every column it shares with `SCHEMA` must be of the same
-    kind (integers may be narrower, as readers upcast them); a column `SCHEMA`
-    gained later may be absent. `full` also decodes every page, which finds damage
-    inside an intact footer; the driver pays for that once per run, readers do not.
-    """
-    import pyarrow as pa
-
-    try:
-        schema = pq.read_schema(path)
-        missing = [k for k in KEY_COLUMNS if k not in schema.names]
-        if missing:
-            return f"no {', '.join(missing)} column(s)"
-        for name in schema.names:
-            if name in SCHEMA.names and not _same_kind(schema.field(name).type, SCHEMA.field(name).type):
-                return f"column {name} is {schema.field(name).type}, not {SCHEMA.field(name).type}"
-        if full:
-            pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        return " ".join(str(exc).split())[:200] or type(exc).__name__
-    return None
-
-
-def _same_kind(found, wanted) -> bool:
-    import pyarrow.types as t
-
-    if found.equals(wanted):
-        return True
-    for kind in (t.is_integer, t.is_floating, lambda x: t.is_string(x) or t.is_large_string(x)):
-        if kind(found) and kind(wanted):
-            return True
-    return t.is_timestamp(found) and t.is_timestamp(wanted)
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -101,16 +57,16 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def list_runs(results: str | Path) -> list[tuple[str, str]]:
-    """``(created_at, run_id)`` of every run with a manifest under `results`, oldest first."""
-    root = Path(results)
+    """``(created_at, run_id)`` of every run with a readable manifest under `results`, oldest first."""
     runs = []
-    for manifest in root.glob(f"*/{MANIFEST}"):
+    for path in Path(results).glob(f"*/{MANIFEST}"):
         try:
-            created = json.loads(manifest.read_text()).get("created_at", "")
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("ignoring unreadable %s: %s", manifest, exc)
+            found = manifests.read(path)
+        except ResultsError as exc:
+            log.warning("ignoring %s", exc)
             continue
-        runs.append((str(created), manifest.parent.name))
+        if found is not None:
+            runs.append((found.created_at, path.parent.name))
     return sorted(runs)
 
 
@@ -118,14 +74,6 @@ def latest_run(results: str | Path) -> str | None:
     """The run id whose manifest was created last, or None when `results` holds no run."""
     runs = list_runs(results)
     return runs[-1][1] if runs else None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a run holds for one config after deduplication."""
-
-    status: str  # ok | failed
-    attempt: int
 
 
 class RunStore:
@@ -141,42 +89,29 @@ class RunStore:
     def manifest_path(self) -> Path:
         return self.dir / MANIFEST
 
-    def read_manifest(self) -> dict[str, Any] | None:
+    def read_manifest(self) -> Manifest | None:
         """The manifest, or None when the run does not exist yet.
 
         Raises:
-            UsageError: the manifest exists but is not a JSON object.
+            ResultsError: the manifest exists but cannot be read as one.
         """
-        try:
-            text = self.manifest_path.read_text()
-        except (FileNotFoundError, NotADirectoryError):  # no run (or the results path is a file)
-            return None
-        except OSError as exc:
-            raise UsageError(f"cannot read {self.manifest_path} ({exc.strerror}); fix its permissions") from None
-        fix = "restore it from a copy, or measure into a new --run-id"
-        try:
-            manifest = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{self.manifest_path} is not valid JSON ({exc.msg}, line {exc.lineno}); {fix}") from None
-        if not isinstance(manifest, dict):
-            raise UsageError(f"{self.manifest_path} holds a JSON {type(manifest).__name__}, not an object; {fix}")
-        return manifest
+        return manifests.read(self.manifest_path)
 
-    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+    def write_manifest(self, manifest: Manifest) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        data = manifest.dumps().encode()
         self._atomic_write(self.manifest_path, lambda tmp: tmp.write_bytes(data))
 
     # ----- parts -----
     def part_path(self, config_id: str, attempt: int) -> Path:
-        return self.dir / f"part-{config_id}-{attempt}.parquet"
+        return self.dir / part_name(config_id, attempt)
 
     def write_part(self, records: Iterable[Record]) -> Path:
         """Write one attempt of one config (all its rows) as one Parquet file, atomically.
 
         Raises:
             ValueError: the records are empty, mix configs or attempts, belong to
-                another run, or do not fit `SCHEMA`.
+                another run, or do not fit `SCHEMA` (the caller's bug, or a host's).
             FileExistsError: that attempt was already written (attempts are never reused).
         """
         records = list(records)
@@ -188,7 +123,7 @@ class RunStore:
         run_id, config_id, attempt = keys.pop()
         if run_id != self.run_id:
             raise ValueError(f"records of run {run_id!r} written to run {self.run_id!r}")
-        if not PART_NAME.match(f"part-{config_id}-{attempt}.parquet"):
+        if not PART_NAME.match(part_name(config_id, attempt)):
             raise ValueError(f"config_id {config_id!r} must be hex digits and attempt {attempt!r} >= 0")
         bad = sorted({r.status for r in records} - {STATUS_OK, STATUS_FAILED})
         if bad:
@@ -216,22 +151,19 @@ class RunStore:
         return highest
 
     def outcomes(self) -> dict[str, Outcome]:
-        """Per config id: the attempt readers keep (latest ok, else latest failed) and its status."""
+        """Per config id: the attempt readers keep (`store.parts.kept`) and its status.
+
+        Raises:
+            ResultsError: a part is damaged inside an intact footer.
+        """
         if not self.dir.is_dir():
             return {}
-        from orchestrator.query import scan
-
-        import polars as pl
-
-        from orchestrator.query import damaged
-
         try:
             frame = (scan(self.dir).select("config_id", "attempt", "status")
                      .unique(subset=["config_id"]).collect())
-        except pl.exceptions.ComputeError as exc:  # damage inside a part whose footer is intact
+        except pl.exceptions.ComputeError as exc:
             raise damaged(exc, self.dir, self.run_id) from None
-        return {cid: Outcome(status=status, attempt=attempt)
-                for cid, attempt, status in frame.iter_rows()}
+        return {cid: Outcome(status=status, attempt=attempt) for cid, attempt, status in frame.iter_rows()}
 
     def done(self) -> set[str]:
         """Config ids with an ok result."""
@@ -242,7 +174,7 @@ class RunStore:
         if not self.dir.is_dir():
             return 0
         removed = 0
-        for path in self.dir.glob(".tmp-*"):
+        for path in self.dir.glob(f"{TEMP_PREFIX}*"):
             path.unlink(missing_ok=True)
             removed += 1
         if removed:
@@ -274,8 +206,8 @@ class RunStore:
 
     # ----- the one way a file is written -----
     @staticmethod
-    def _atomic_write(path: Path, write) -> None:
-        tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+    def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+        tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
         try:
             write(tmp)
             # The data must be on disk before the rename makes it visible.

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from orchestrator import query
+from analysis import query
 from tilings import Tiling, enumerate_tilings, get_profile, tiling_geometry
 
 

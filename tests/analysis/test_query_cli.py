@@ -8,7 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from orchestrator import cli, query
+from analysis import query
+from orchestrator import cli
 
 
 @pytest.fixture

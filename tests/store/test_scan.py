@@ -1,4 +1,4 @@
-"""`scan` (layout, dtypes, deduplication) and `summary` (statistics per config)."""
+"""`scan` (layout, dtypes, deduplication): one lazy frame over every result row, one attempt per config."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator import query
-from orchestrator.schema import records_to_table
+from store import scan as scans
+from store.schema import records_to_table
 
 
 def _ok(synth, n=3, **fields):
@@ -23,15 +23,15 @@ def test_scan_root_run_dir_and_list_with_schema_dtypes(tmp_path, synth):
     # A half-written part (temporary name) must never be read.
     (tmp_path / "run-a" / ".tmp-part-y-1.parquet").write_bytes(b"not parquet")
 
-    every = query.scan(tmp_path).collect()
-    assert every.schema == query.POLARS_SCHEMA
+    every = scans.scan(tmp_path).collect()
+    assert every.schema == scans.POLARS_SCHEMA
     assert every.height == 6
     assert sorted(every["run_id"].unique()) == ["run-a", "run-b"]
 
-    one = query.scan(tmp_path / "run-b").collect()
+    one = scans.scan(tmp_path / "run-b").collect()
     assert one.height == 3 and set(one["run_id"]) == {"run-b"}
 
-    both = query.scan([tmp_path / "run-a", tmp_path / "run-b"]).collect()
+    both = scans.scan([tmp_path / "run-a", tmp_path / "run-b"]).collect()
     assert both.height == 6
 
 
@@ -49,7 +49,7 @@ def test_scan_keeps_latest_ok_attempt_else_latest_failed(tmp_path, synth):
     synth.write_part(tmp_path, _ok(synth, config_id="twice", attempt=1, n=2))
     synth.write_part(tmp_path, _ok(synth, config_id="twice", attempt=2, n=5))
 
-    df = query.scan(tmp_path).collect()
+    df = scans.scan(tmp_path).collect()
     kept = {cid: sorted(set(g["attempt"])) for (cid,), g in df.group_by("config_id")}
     assert kept == {"retried": [2], "regressed": [1], "broken": [3], "twice": [2]}
     counts = dict(df.group_by("config_id").len().iter_rows())
@@ -59,46 +59,18 @@ def test_scan_keeps_latest_ok_attempt_else_latest_failed(tmp_path, synth):
 
 def test_scan_empty_and_missing_paths(tmp_path, synth):
     (tmp_path / "run-empty").mkdir()
-    lf = query.scan(tmp_path / "run-empty")
-    assert lf.collect_schema() == query.POLARS_SCHEMA
+    lf = scans.scan(tmp_path / "run-empty")
+    assert lf.collect_schema() == scans.POLARS_SCHEMA
     assert lf.collect().height == 0
     with pytest.raises(ValueError, match="nope"):
-        query.scan(tmp_path / "nope")
+        scans.scan(tmp_path / "nope")
 
 
 def test_scan_reads_parts_that_lack_a_newer_column(tmp_path, synth):
     synth.write_part(tmp_path, _ok(synth, config_id="new"))
     old = records_to_table(_ok(synth, config_id="old")).drop(["extra", "t_tpot_ms"])
     pq.write_table(old, tmp_path / "run-a" / "part-old-1.parquet")
-    df = query.scan(tmp_path).collect()
-    assert df.schema == query.POLARS_SCHEMA
+    df = scans.scan(tmp_path).collect()
+    assert df.schema == scans.POLARS_SCHEMA
     assert df.filter(pl.col("config_id") == "old")["t_tpot_ms"].null_count() == 3
     assert df.height == 6
-
-
-def test_summary_statistics_match_numpy_and_failures_have_n_zero(tmp_path, synth):
-    rows = _ok(synth, config_id="good", n=21, crops=5)
-    synth.write_part(tmp_path, rows)
-    synth.write_part(tmp_path, [synth.failed(config_id="bad", crops=9)])
-    s = query.summary(query.scan(tmp_path)).collect()
-
-    assert s.height == 2
-    assert s["config_id"].to_list() == ["good", "bad"]  # sorted by crops
-    good = s.row(0, named=True)
-    llm = np.array([r.t_llm_prefill_ms for r in rows])
-    assert good["n"] == 21 and good["crops"] == 5 and good["status"] == "ok"
-    assert good["llm_prefill_median_ms"] == pytest.approx(np.median(llm))
-    assert good["llm_prefill_mean_ms"] == pytest.approx(llm.mean())
-    assert good["llm_prefill_std_ms"] == pytest.approx(llm.std(ddof=1))
-    assert good["llm_prefill_p5_ms"] == pytest.approx(np.percentile(llm, 5))
-    assert good["llm_prefill_p95_ms"] == pytest.approx(np.percentile(llm, 95))
-    sub = np.array([r.t_llm_sub_ms for r in rows])
-    assert good["llm_sub_median_ms"] == pytest.approx(np.median(sub))
-
-    bad = s.row(1, named=True)
-    assert bad["status"] == "failed" and bad["n"] == 0
-    assert bad["error"] == "CUDA out of memory"
-    assert bad["vision_median_ms"] is None
-    for stage in query.STAGES:
-        for stat in query.STATS:
-            assert query.stat_column(stage, stat) in s.columns

@@ -2,7 +2,7 @@
 
 No pyplot: figures are plain `Figure` objects, so drawing touches no global
 backend state and works headless. Each function takes polars frames from
-`orchestrator.query` (one run) and returns a `Figure`; `png_bytes` renders it.
+`analysis.query` (one run) and returns a `Figure`; `png_bytes` renders it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from orchestrator import query
-from orchestrator.latency_model import LatencyModel
+from analysis import query
+from analysis.latency_model import LatencyModel
 
 # One colour per stage, the same in every figure.
 COLORS = {"vision": "#4C72B0", "projector": "#DD8452", "llm_prefill": "#55A868", "other": "#8C8C8C",

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, latency_model, query
+from analysis import latency_model, query
+from orchestrator import cli
 
 _spec = importlib.util.spec_from_file_location("report_checks", Path(__file__).with_name("report_checks.py"))
 checks = importlib.util.module_from_spec(_spec)

@@ -1,7 +1,8 @@
 """Polars frames as aligned text, Markdown, HTML, CSV and JSON.
 
 Shared by `tilesweep query` (text, CSV, JSON on stdout) and `tilesweep report`
-(Markdown and HTML), so a table reads the same wherever it is printed.
+(Markdown and HTML), so a table reads the same wherever it is printed. Aligned
+text goes through `tilesweep.text.table`, the one text renderer of the project.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 from datetime import datetime
 
 import polars as pl
+
+from tilesweep.text import table
 
 FORMATS = ("table", "csv", "json")
 
@@ -47,18 +50,7 @@ def _numeric(df: pl.DataFrame) -> list[bool]:
 
 def to_text(df: pl.DataFrame) -> str:
     """An aligned plain-text table: numbers right-aligned, everything else left-aligned, every row."""
-    rows = _cells(df)
-    numeric = _numeric(df)
-    widths = [max([len(name), *(len(r[i]) for r in rows)]) for i, name in enumerate(df.columns)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)
-        ).rstrip()
-
-    out = [line(df.columns), "  ".join("-" * w for w in widths)]
-    out += [line(r) for r in rows]
-    return "\n".join(out) + "\n"
+    return table(df.columns, _cells(df), right=_numeric(df), rule=True) + "\n"
 
 
 def to_markdown(df: pl.DataFrame) -> str:

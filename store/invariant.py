@@ -2,11 +2,11 @@
 
 A finished run holds exactly one result, or one recorded failure, per planned
 config, and nothing else. Precisely, `check` verifies over the files on disk
-(every part is read, not only what the deduplicating `query.scan` shows):
+(every part is read, not only what the deduplicating `store.scan.scan` shows):
 
-1. **One outcome per planned config.** Readers keep one attempt per config (the
-   latest ok one, else the latest failed one). For every planned config that
-   attempt exists, and it is either
+1. **One outcome per planned config.** Readers keep one attempt per config
+   (`store.parts.kept`: the latest ok one, else the latest failed one). For every
+   planned config that attempt exists, and it is either
    - *ok*: all its rows ok, no two with the same ``repeat``, the repeats numbered
      ``0..n-1`` with ``n == repeats`` (``n >= repeats`` when ``min_duration_s`` lets
      a config take more); or
@@ -14,21 +14,23 @@ config, and nothing else. Precisely, `check` verifies over the files on disk
 
    Several ok attempts of one config are allowed (a config measured again after
    its actor was thought lost): readers keep exactly one, and that one is checked.
-   `query.scan` must return exactly the rows of the kept attempt.
+   The scan must return exactly the rows of the kept attempt.
 2. **Every part is whole and where it belongs.** Each ``part-<config>-<attempt>.parquet``
    reads with the schema, all its rows carry the run id, config id and attempt its
    name says, one status, and its config is planned.
 3. **Nothing half-written or stray.** No ``.tmp-*`` file and no file that is neither
    the manifest nor a part. Parts the driver moved aside as unreadable
-   (``*.corrupt``, see `orchestrator.store`) are counted, not problems.
-4. **The manifest matches.** It parses and names the run; its ``planned`` configs
-   are what its invocations' specs plan (planned again here, with its profile);
-   the last invocation finished (an earlier one a killed driver left unfinished
-   was resumed by it); its ``counts`` equal the counts from the parts.
+   (``*.corrupt``, see `store.runs`) are counted, not problems.
+4. **The manifest matches.** It parses and names the run; its planned configs are
+   exactly the ids its invocations planned; the last invocation finished (an
+   earlier one a killed driver left unfinished was resumed by it); its counts
+   equal the counts from the parts.
 
-Without a manifest (a `Driver` run directly, as some tests do) pass `planned`;
-item 4 is then skipped. `tilesweep status --check` prints the problems, one line
-each, and exits 1 when there are any.
+Everything is read from the manifest and the parts: nothing is planned again here.
+Whether the recorded ids are still what the invocations' specs plan is the
+planner's question (`orchestrator.plan.replan_problems`, which `tilesweep status
+--check` adds). Without a manifest (a `Driver` run directly, as some tests do)
+pass `planned`; item 4 is then skipped.
 """
 
 from __future__ import annotations
@@ -39,7 +41,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.store import MANIFEST, PART_NAME, QUARANTINED_NAME, RunStore
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from store.manifest import Manifest, plan_problems
+from store.parts import MANIFEST, PART_NAME, QUARANTINED_NAME, TEMP_PREFIX, Outcome, kept, part_problem
+from store.runs import RunStore
+from store.scan import scan
+from tilesweep.errors import ResultsError
 from workers.record import STATUS_FAILED, STATUS_OK
 
 # The counts every report has (configs by outcome, then files).
@@ -74,8 +84,8 @@ def check(results_dir: str | Path, run_id: str, planned: Iterable[Any] | None = 
     """Check the invariant of run `run_id` under the results root `results_dir`.
 
     Args:
-        planned: the configs the run must hold (`PlannedConfig`s or config ids);
-            default: the manifest's, checked against its invocations' specs planned again.
+        planned: the configs the run must hold (objects with ``config_id``, or config ids);
+            default: the manifest's.
 
     Returns:
         An `InvariantReport`; `problems` holds one line per violation.
@@ -92,9 +102,9 @@ def check(results_dir: str | Path, run_id: str, planned: Iterable[Any] | None = 
         wanted = [getattr(p, "config_id", p) for p in items]
         labels = {p.config_id: p.label() for p in items if hasattr(p, "label")}
     elif manifest is not None:
-        wanted = list(manifest.get("planned", {}))
-        labels = {cid: str(c.get("tiling", "")) for cid, c in manifest.get("planned", {}).items()}
-        problems += _replanned(manifest, set(wanted))
+        wanted = list(manifest.planned)
+        labels = {cid: entry.tiling for cid, entry in manifest.planned.items()}
+        problems += _recorded_plan(manifest)
     else:
         wanted = []
         problems.append(f"{run_dir}: no readable {MANIFEST} and no planned configs given; cannot tell what was planned")
@@ -109,11 +119,11 @@ def check(results_dir: str | Path, run_id: str, planned: Iterable[Any] | None = 
     for cid in sorted(set(by_config) - planned_ids):
         problems.append(f"config {cid}: {len(by_config[cid])} part(s) but it is not planned in this run")
 
-    measurement = (manifest or {}).get("measurement", {})
-    kept = _kept(by_config)
+    measurement = manifest.measurement if manifest is not None else {}
+    kept_parts = _kept(by_config)
     for cid in sorted(planned_ids):
         name = f"config {cid}" + (f" ({labels[cid]})" if labels.get(cid) else "")
-        part = kept.get(cid)
+        part = kept_parts.get(cid)
         if part is None:
             counts["missing"] += 1
             problems.append(f"{name}: no result (neither ok nor failed); run the same `tilesweep run --run-id "
@@ -121,7 +131,7 @@ def check(results_dir: str | Path, run_id: str, planned: Iterable[Any] | None = 
             continue
         counts[part.status] += 1
         problems += [f"{name}: {p}" for p in _check_kept(part, measurement)]
-    problems += _check_scan(run_dir, kept)
+    problems += _check_scan(run_dir, kept_parts)
     if manifest is not None:
         problems += _check_counts(manifest, counts)
     return InvariantReport(ok=not problems, problems=problems, counts=dict(counts))
@@ -137,64 +147,40 @@ def attempts(run_dir: str | Path) -> dict[str, list[int]]:
     return {cid: sorted(a) for cid, a in sorted(out.items())}
 
 
-def _manifest(run_dir: Path, run_id: str, problems: list[str]) -> dict[str, Any] | None:
+def _manifest(run_dir: Path, run_id: str, problems: list[str]) -> Manifest | None:
     try:
         manifest = RunStore(run_dir.parent, run_id).read_manifest()
-    except ValueError as exc:
+    except ResultsError as exc:
         problems.append(str(exc))
         return None
     if manifest is None:
         return None
-    if manifest.get("run_id") != run_id:
-        problems.append(f"{run_dir / MANIFEST}: names run {manifest.get('run_id')!r}, not {run_id!r}")
-    invocations = manifest.get("invocations") or []
+    if manifest.run_id != run_id:
+        problems.append(f"{run_dir / MANIFEST}: names run {manifest.run_id!r}, not {run_id!r}")
+    last = manifest.last_invocation()
     # A killed driver leaves its invocation unfinished; a later one that finished resumed it.
-    if invocations and "finished_at" not in invocations[-1]:
-        last = invocations[-1]
-        problems.append(f"{run_dir / MANIFEST}: the last invocation ({last.get('command')}, started "
-                        f"{last.get('started_at')}) never finished; run `tilesweep run --run-id {run_id}` again")
+    if last is not None and last.finished_at is None:
+        problems.append(f"{run_dir / MANIFEST}: the last invocation ({last.command}, started "
+                        f"{last.started_at}) never finished; run `tilesweep run --run-id {run_id}` again")
     return manifest
 
 
-def _replanned(manifest: dict[str, Any], planned: set[str]) -> list[str]:
-    """The manifest's planned ids must be what its invocations' specs plan with its profile."""
-    from orchestrator.plan import plan
-    from orchestrator.spec import build_spec
-    from tilings import Profile
-
-    invocations = manifest.get("invocations") or []
-    if not invocations or not manifest.get("profile"):
-        return []  # an older or hand-made manifest: its `planned` is all there is
-    try:
-        profile = Profile(**manifest["profile"])
-        again: set[str] = set()
-        for inv in invocations:
-            again |= {c.config_id for c in plan(build_spec(None, inv["spec"]), profile)}
-    except (TypeError, ValueError, KeyError) as exc:
-        return [f"{MANIFEST}: its specs cannot be planned again ({' '.join(str(exc).split())[:200]})"]
-    problems = []
-    if planned - again:
-        problems.append(f"{MANIFEST}: {len(planned - again)} planned config(s) that no invocation's spec plans, "
-                        f"e.g. {sorted(planned - again)[0]}")
-    if again - planned:
-        problems.append(f"{MANIFEST}: {len(again - planned)} config(s) its specs plan are missing from `planned`, "
-                        f"e.g. {sorted(again - planned)[0]}")
-    return problems
+def _recorded_plan(manifest: Manifest) -> list[str]:
+    """The planned configs are exactly the ids the invocations recorded as planned."""
+    recorded = [inv.planned for inv in manifest.invocations]
+    if not recorded or any(ids is None for ids in recorded):
+        return []  # a manifest of the previous layout: its `planned` is all there is
+    return plan_problems(manifest, {cid for ids in recorded for cid in ids or ()})
 
 
 def _parts(run_dir: Path, run_id: str, problems: list[str], counts: dict[str, int]) -> list[_Part]:
     """Every part in the run directory, read whole; stray, temporary and unreadable files noted."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from orchestrator.store import part_problem
-
     parts = []
     for path in sorted(run_dir.iterdir()):
         name = path.name
         if name == MANIFEST:
             continue
-        if name.startswith(".tmp-"):
+        if name.startswith(TEMP_PREFIX):
             counts["temporaries"] += 1
             problems.append(f"{path}: a temporary file was left behind; the next `tilesweep run --run-id {run_id}` "
                             "removes it")
@@ -243,12 +229,14 @@ def _check_part(part: _Part, run_id: str) -> list[str]:
 
 
 def _kept(by_config: dict[str, list[_Part]]) -> dict[str, _Part]:
-    """Per config, the attempt readers keep: the latest ok one, else the latest failed one."""
-    kept = {}
+    """Per config, the part of the attempt readers keep (`store.parts.kept`)."""
+    out = {}
     for cid, parts in by_config.items():
-        ok = [p for p in parts if p.status == STATUS_OK]
-        kept[cid] = max(ok or parts, key=lambda p: p.attempt)
-    return kept
+        by_attempt = {p.attempt: p for p in parts}
+        chosen = kept(Outcome(status=p.status or "", attempt=p.attempt) for p in parts)
+        if chosen is not None:
+            out[cid] = by_attempt[chosen.attempt]
+    return out
 
 
 def _check_kept(part: _Part, measurement: dict[str, Any]) -> list[str]:
@@ -270,31 +258,26 @@ def _check_kept(part: _Part, measurement: dict[str, Any]) -> list[str]:
     return out
 
 
-def _check_scan(run_dir: Path, kept: dict[str, _Part]) -> list[str]:
-    """What readers see (`query.scan`) is exactly the kept attempt of each config."""
-    import polars as pl
-
-    from orchestrator.query import scan
-
+def _check_scan(run_dir: Path, kept_parts: dict[str, _Part]) -> list[str]:
+    """What readers see (`store.scan.scan`) is exactly the kept attempt of each config."""
     seen = (scan(run_dir).group_by("config_id")
             .agg(pl.col("attempt").unique().alias("attempts"), pl.len().alias("rows")).collect())
     out = []
     got = {row["config_id"]: (sorted(row["attempts"]), row["rows"]) for row in seen.iter_rows(named=True)}
-    for cid, part in kept.items():
+    for cid, part in kept_parts.items():
         want = ([part.attempt], len(part.rows))
         if got.get(cid) != want:
             out.append(f"config {cid}: readers see attempts/rows {got.get(cid)}, the files say {want}")
-    for cid in sorted(set(got) - set(kept)):
+    for cid in sorted(set(got) - set(kept_parts)):
         out.append(f"config {cid}: readers see rows {got[cid]} with no whole part behind them")
     return out
 
 
-def _check_counts(manifest: dict[str, Any], counts: dict[str, int]) -> list[str]:
-    recorded = manifest.get("counts")
+def _check_counts(manifest: Manifest, counts: dict[str, int]) -> list[str]:
     computed = {k: counts.get(k, 0) for k in ("planned", "ok", "failed", "missing")}
-    if recorded is None:
+    if manifest.counts is None:
         return [f"{MANIFEST}: no counts (no invocation finished); run the same command again"]
-    if {k: recorded.get(k) for k in computed} != computed:
+    recorded = manifest.counts.to_json()
+    if recorded != computed:
         return [f"{MANIFEST}: counts {recorded} differ from the parts {computed}"]
     return []
-

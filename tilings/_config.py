@@ -28,6 +28,26 @@ def load_json(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def flat_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """A preprocessor config (dict or JSON path) as one flat dict.
+
+    A combined ``processor_config.json`` nests the image processor's keys under
+    ``image_processor``; they are read as if at the top (top-level keys win).
+
+    Raises:
+        UsageError: an unreadable file, or not a JSON object.
+    """
+    if isinstance(config, (str, Path)):
+        config = load_json(config)
+    if not isinstance(config, Mapping):
+        raise UsageError(f"a preprocessor config must be a dict or a JSON path, got {type(config).__name__}")
+    flat = dict(config)
+    nested = flat.pop("image_processor", None)
+    if isinstance(nested, Mapping):
+        flat = {**nested, **flat}
+    return flat
+
+
 def profile_fields_from_config(
     config: Mapping[str, Any] | str | Path,
 ) -> tuple[dict[str, Any], str, dict[str, Any]]:
@@ -37,15 +57,7 @@ def profile_fields_from_config(
     ``image_token_length_h/w``: the pooled low-res grid, which the other numbers
     already decide.
     """
-    if isinstance(config, (str, Path)):
-        config = load_json(config)
-    if not isinstance(config, Mapping):
-        raise UsageError(f"a preprocessor config must be a dict or a JSON path, got {type(config).__name__}")
-    flat = dict(config)
-    # A combined processor_config.json nests the image processor's keys.
-    nested = flat.pop("image_processor", None)
-    if isinstance(nested, Mapping):
-        flat = {**nested, **flat}
+    flat = flat_config(config)
     is_v1 = bool(_V1_KEYS & flat.keys())
     is_molmo2 = bool(_MOLMO2_KEYS & flat.keys())
     if is_v1 and is_molmo2:

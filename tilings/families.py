@@ -1,60 +1,56 @@
-"""Families of tilings to sweep: one row of k crops, two rows, one column, or all of them."""
+"""Families of targets to sweep, per scheme: grid schemes' 1xk, 2xk, kx1, all; budget schemes' token-grid families."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from tilesweep.errors import UsageError
-from tilings.profiles import Profile, get_profile
-from tilings.select import candidate_tilings
+from tilings.registry import PROFILES, get_profile
+from tilings.scheme import Scheme
 from tilings.types import Tiling
 
-FAMILIES: tuple[str, ...] = ("1xk", "2xk", "kx1", "all")
-
-_MEMBERS: dict[str, Callable[[int], list[Tiling]]] = {
-    "1xk": lambda m: [Tiling(1, k) for k in range(1, m + 1)],
-    "2xk": lambda m: [Tiling(2, k) for k in range(1, m // 2 + 1)],
-    "kx1": lambda m: [Tiling(k, 1) for k in range(1, m + 1)],
-    # Every rows x cols <= max_crops, in the processor's candidate order.
-    "all": lambda m: list(candidate_tilings(m)),
-}
-assert set(_MEMBERS) == set(FAMILIES)
+# Every family some registered scheme knows, grid families first.
+FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(f for s in PROFILES.values() for f in s.families))
 
 
-def parse_families(families: Iterable[str] | str) -> list[str]:
+def parse_families(families: Iterable[str] | str, profile: Scheme | str | None = None) -> list[str]:
     """Family names from an iterable or a comma-separated string, checked, in order, without repeats.
 
     Raises:
-        UsageError: an unknown family name, or none at all.
+        UsageError: a name unknown to `profile` (or to every scheme, without one), or none at all.
     """
+    known = get_profile(profile).families if profile is not None else FAMILIES
     if isinstance(families, str):
         families = families.split(",")
     names: list[str] = []
     for raw in families:
         name = str(raw).strip()
-        if name not in _MEMBERS:
-            raise UsageError(f"unknown tiling family {raw!r}; known families: {', '.join(FAMILIES)}")
+        if name not in known:
+            where = f" (profile {get_profile(profile).name!r})" if profile is not None else ""
+            raise UsageError(f"unknown tiling family {raw!r}; known families: {', '.join(known)}{where}")
         if name not in names:
             names.append(name)
     if not names:
-        raise UsageError(f"no tiling family given; pick from {', '.join(FAMILIES)}")
+        raise UsageError(f"no tiling family given; pick from {', '.join(known)}")
     return names
 
 
-def enumerate_tilings(profile: Profile | str, families: Iterable[str] | str = ("1xk", "2xk", "kx1")) -> list[tuple[Tiling, str]]:
-    """(tiling, family) for every tiling of the families, in family order, each tiling once.
+def enumerate_tilings(profile: Scheme | str, families: Iterable[str] | str | None = None) -> list[tuple[Tiling, str]]:
+    """(target, family) for every target of the families, in family order, each target once.
 
-    A tiling in several families (1x1 is in all of them, 2x1 in 2xk and kx1) is
-    listed once, under the first family given that holds it.
+    A target in several families (1x1 is in all the grid families, 2x1 in 2xk and
+    kx1) is listed once, under the first family given that holds it. No families:
+    the scheme's defaults.
 
     Raises:
         UsageError: an unknown profile or family.
     """
-    profile = get_profile(profile)
+    scheme = get_profile(profile)
+    names = parse_families(scheme.default_families if families is None else families, scheme)
     seen: set[Tiling] = set()
     out: list[tuple[Tiling, str]] = []
-    for family in parse_families(families):
-        for tiling in _MEMBERS[family](profile.max_crops):
+    for family in names:
+        for tiling in scheme.family_tilings(family):
             if tiling not in seen:
                 seen.add(tiling)
                 out.append((tiling, family))

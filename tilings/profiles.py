@@ -1,9 +1,11 @@
-"""Tiling profiles: the numbers of one image preprocessor, frozen.
+"""Molmo's scheme: least up-scaling over overlapping canvases, the numbers of one preprocessor, frozen.
 
 A `Profile` holds what decides the tiling and the token count of an image in a
 Molmo-style preprocessor: the square crop size, the ViT patch size, the overlap
 margins (in patches), the maximum number of high-resolution crops, the pooling
-window of the vision adapter and the token layout around the pooled patches.
+window of the vision adapter and the token layout around the pooled patches. It
+is a grid `tilings.scheme.Scheme`: for ``rows x cols`` windows the canvas is
+``(rows*W + M) x (cols*W + M)``, and that canvas is its own exact inverse.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from typing import Any
 from tilesweep.errors import UsageError
 from tilings._checks import check_positive_int
 from tilings._config import profile_fields_from_config
+from tilings._records import GridFamilies, SchemeRecord
+from tilings.grids import grid_family
+from tilings.leastupscale import MAX_SIZE, candidate_tilings, select_tiling_raw
+from tilings.types import Geometry, Tiling
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Profile:
+class Profile(GridFamilies, SchemeRecord):
     """One preprocessor's tiling numbers and token layout.
 
     Attributes:
@@ -93,6 +99,86 @@ class Profile:
         """Pooled (rows, cols) of the global crop; the same for every image."""
         return (math.ceil(self.crop_patches / self.pooling[0]), math.ceil(self.crop_patches / self.pooling[1]))
 
+    # ----- the scheme interface (tilings.scheme.Scheme) -----
+    def canvas_for(self, tiling: Tiling) -> tuple[int, int]:
+        """(height, width) the image is resized to for `tiling`: ``k*W + M`` along a side of k crops."""
+        return (tiling[0] * self.window_size + self.margin_size, tiling[1] * self.window_size + self.margin_size)
+
+    def select(self, height: int, width: int) -> Tiling:
+        """The processor's ``select_tiling`` on an image of `height` x `width` pixels.
+
+        Raises:
+            UsageError: a size that is not a positive integer.
+        """
+        height = check_positive_int("height", height, below=MAX_SIZE)
+        width = check_positive_int("width", width, below=MAX_SIZE)
+        margin = self.margin_size
+        return select_tiling_raw(height - margin, width - margin, self.window_size, self.max_crops)
+
+    def geometry(self, height: int, width: int) -> Geometry:
+        return self.grid_geometry(self.select(height, width))
+
+    def grid_geometry(self, tiling: Tiling) -> Geometry:
+        """Crops, canvas and token counts of a tiling, whatever image size led to it (not checked against max_crops)."""
+        tiling = Tiling(*tiling)
+        canvas = self.canvas_for(tiling)
+        pool_h, pool_w = self.pooling
+        high = (
+            math.ceil((canvas[0] // self.patch_size) / pool_h),
+            math.ceil((canvas[1] // self.patch_size) / pool_w),
+        )
+        low = self.low_res_grid
+        # Each view: a start token, one row of patches (plus a column token) per pooled row, an end token.
+        low_seq = 2 + low[0] * (low[1] + int(self.low_res_col_tokens))
+        high_seq = 2 + high[0] * (high[1] + int(self.high_res_col_tokens))
+        crops = tiling.rows * tiling.cols + 1
+        return Geometry(
+            tiling=tiling, crops=crops, canvas=canvas, image_tokens=low[0] * low[1] + high[0] * high[1],
+            sequence_tokens=low_seq + high_seq, low_res_grid=low, high_res_grid=high,
+            encoder_patches=crops * self.crop_patches**2,
+        )
+
+    def check_target(self, tiling: Any) -> Tiling:
+        """`tiling` as a `Tiling`, checked against the crop limit.
+
+        Raises:
+            UsageError: not a pair of positive integers, or more crops than `max_crops`.
+        """
+        if isinstance(tiling, str) or not isinstance(tiling, (tuple, list)) or len(tiling) != 2:
+            raise UsageError(f"a tiling is a pair (rows, cols) of positive integers, got {tiling!r}")
+        rows = check_positive_int("tiling rows", tiling[0])
+        cols = check_positive_int("tiling cols", tiling[1])
+        if rows * cols > self.max_crops:
+            raise UsageError(
+                f"tiling {rows}x{cols} has {rows * cols} crops, over profile {self.name!r}'s max_crops "
+                f"{self.max_crops}; pick rows*cols in 1..{self.max_crops}"
+            )
+        return Tiling(rows, cols)
+
+    def target_geometry(self, target: Tiling) -> Geometry:
+        return self.grid_geometry(self.check_target(target))
+
+    def resolution_for(self, target: Tiling) -> tuple[int, int]:
+        """The tiling's own canvas: there it needs a scale of exactly 1, and every other
+        tiling either down-scales or needs more crops (the processor prefers fewer crops on a tie)."""
+        return self.canvas_for(self.check_target(target))
+
+    def family_tilings(self, family: str) -> list[Tiling]:
+        return grid_family(family, self.targets(), self.max_crops, f"profile {self.name!r}")
+
+    def points(self, family: str) -> list[tuple[Tiling, tuple[int, int]]]:
+        return [(t, self.canvas_for(t)) for t in self.family_tilings(family)]
+
+    def targets(self) -> tuple[Tiling, ...]:
+        return candidate_tilings(self.max_crops)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile's numbers: the same dict the run manifests and config ids have always held (no "scheme")."""
+        d = dataclasses.asdict(self)
+        d["overlap_margins"] = list(self.overlap_margins)
+        d["pooling"] = list(self.pooling)
+        return d
+
     def processor_kwargs(self) -> dict[str, Any]:
         """Keyword arguments that configure `transformers.Molmo2ImageProcessor` to this profile."""
         return {
@@ -124,7 +210,7 @@ class Profile:
             allowed = ", ".join(f.name for f in dataclasses.fields(cls))
             raise UsageError(f"unknown Profile override(s) {', '.join(unknown)}; allowed: {allowed}")
         fields, family, stated = profile_fields_from_config(config)
-        base = PROFILES[family]
+        base = PRESETS[family]
         merged = {**{f.name: getattr(base, f.name) for f in dataclasses.fields(cls)}, **fields}
         _check_stated_grid(cls(**merged), stated)
         if "name" not in overrides:
@@ -133,7 +219,7 @@ class Profile:
         return cls(**{**merged, **overrides})
 
 
-PROFILES: dict[str, Profile] = {
+PRESETS: dict[str, Profile] = {
     # Molmo-7B-D-0924 (remote code): 336 px crops, 12 crops, column tokens on both views.
     "molmo-v1": Profile(
         name="molmo-v1",
@@ -159,35 +245,6 @@ PROFILES: dict[str, Profile] = {
         low_res_start_token=True,
     ),
 }
-
-
-def get_profile(profile: Profile | str) -> Profile:
-    """A `Profile` as given, or the preset of that name.
-
-    Raises:
-        UsageError: an unknown name (the message lists the presets).
-    """
-    if isinstance(profile, Profile):
-        return profile
-    if isinstance(profile, str) and profile in PROFILES:
-        return PROFILES[profile]
-    raise UsageError(
-        f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)} "
-        "(or build one with Profile.from_preprocessor_config)"
-    )
-
-
-def resolve_profile(profile: Profile | str) -> Profile:
-    """A `Profile` as given, a preset by name, or one read from a ``preprocessor_config.json`` path.
-
-    Raises:
-        UsageError: an unknown name that is not a path either, or a config that cannot be read.
-    """
-    if isinstance(profile, Profile) or profile in PROFILES:
-        return get_profile(profile)
-    if str(profile).endswith(".json") or Path(profile).is_file():
-        return Profile.from_preprocessor_config(profile)
-    return get_profile(profile)  # raises the error that lists the presets
 
 
 def _check_stated_grid(profile: Profile, stated: Mapping[str, Any]) -> None:

@@ -10,7 +10,11 @@ from collections.abc import Callable
 
 import pytest
 
-from tilings import PROFILES, Geometry
+from tilings import Geometry
+from tilings.profiles import PRESETS as MOLMO_PRESETS
+
+# The Molmo scheme's presets (other schemes have their own tests).
+MOLMO = list(MOLMO_PRESETS)
 
 Counts = tuple[int, tuple[int, int, int, int], int]
 
@@ -20,7 +24,7 @@ def processors() -> dict[str, object]:
     """`Molmo2ImageProcessor` configured to each preset (for molmo-v1: 336 px, 12 crops)."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("torchvision")  # the processor's backend
-    return {name: transformers.Molmo2ImageProcessor(**p.processor_kwargs()) for name, p in PROFILES.items()}
+    return {name: transformers.Molmo2ImageProcessor(**p.processor_kwargs()) for name, p in MOLMO_PRESETS.items()}
 
 
 def _processor_counts(processor: object, height: int, width: int) -> Counts:

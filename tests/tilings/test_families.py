@@ -12,7 +12,10 @@ def tilings_of(pairs):
 
 
 def test_family_names():
-    assert FAMILIES == ("1xk", "2xk", "kx1", "all")
+    # The grid families first; FAMILIES is every family some registered scheme knows.
+    assert FAMILIES[:4] == ("1xk", "2xk", "kx1", "all")
+    assert PROFILES["molmo2"].families == PROFILES["molmo-v1"].families == ("1xk", "2xk", "kx1", "all")
+    assert set(FAMILIES) == {f for s in PROFILES.values() for f in s.families}
 
 
 def test_each_family_alone_molmo_v1():
@@ -29,7 +32,7 @@ def test_molmo2_limits_the_families():
     m2 = PROFILES["molmo2"]
     assert tilings_of(enumerate_tilings(m2, ["2xk"])) == [(2, 1), (2, 2), (2, 3), (2, 4)]
     assert len(enumerate_tilings(m2, ["all"])) == 20
-    assert max(t.rows * t.cols for t in tilings_of(enumerate_tilings(m2, FAMILIES))) == 8
+    assert max(t.rows * t.cols for t in tilings_of(enumerate_tilings(m2, m2.families))) == 8
 
 
 def test_shared_tilings_appear_once_under_the_first_family():

@@ -9,6 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from tilings import PROFILES, Geometry, Tiling, enumerate_tilings, geometry, resolution_for, tiling_geometry
+from tilings.profiles import PRESETS as MOLMO_PRESETS
+
+# The Molmo scheme's presets (other schemes have their own tests).
+MOLMO = list(MOLMO_PRESETS)
 
 TOKEN = re.compile(r"<[a-z_]+>")
 
@@ -41,9 +45,10 @@ def test_geometry_is_a_record_of_the_agreed_fields():
     g = geometry(378, 378, "molmo2")
     assert isinstance(g, Geometry) and isinstance(g.tiling, Tiling)
     assert Geometry._fields == ("tiling", "crops", "canvas", "image_tokens", "sequence_tokens",
-                                "low_res_grid", "high_res_grid")
-    # 378 px = 27 patches, pooled 2x2 with padding: 14x14 on both views of a 1x1 tiling.
-    assert g == (Tiling(1, 1), 2, (378, 378), 392, g.sequence_tokens, (14, 14), (14, 14))
+                                "low_res_grid", "high_res_grid", "encoder_patches")
+    # 378 px = 27 patches, pooled 2x2 with padding: 14x14 on both views of a 1x1 tiling; the
+    # encoder sees 27x27 patches in each of the two crops.
+    assert g == (Tiling(1, 1), 2, (378, 378), 392, g.sequence_tokens, (14, 14), (14, 14), 2 * 27 * 27)
 
 
 def test_canvas_is_the_tiling_window_plus_margin():
@@ -62,7 +67,7 @@ def test_a_resized_image_takes_the_geometry_of_its_tiling():
     assert g.canvas == resolution_for(g.tiling, v1) != (1000, 3000)
 
 
-@pytest.mark.parametrize("name", list(PROFILES))
+@pytest.mark.parametrize("name", MOLMO)
 def test_sequence_tokens_count_the_processors_token_string(name):
     p = PROFILES[name]
     for tiling, _ in enumerate_tilings(p, ["all"]):
@@ -72,7 +77,7 @@ def test_sequence_tokens_count_the_processors_token_string(name):
         assert g.image_tokens == tokens.count("<im_patch>"), (name, tiling)
 
 
-@pytest.mark.parametrize("name", list(PROFILES))
+@pytest.mark.parametrize("name", MOLMO)
 def test_the_low_res_view_opens_with_the_profiles_start_token(name):
     p = PROFILES[name]
     g = tiling_geometry(Tiling(1, 2), p)
@@ -89,7 +94,7 @@ def test_column_tokens_make_the_layouts_differ():
     assert tiling_geometry(Tiling(1, 4), v1).sequence_tokens - no_low_cols.sequence_tokens == 12
 
 
-@pytest.mark.parametrize("name", list(PROFILES))
+@pytest.mark.parametrize("name", MOLMO)
 def test_tokens_grow_with_crops_along_a_row(name):
     p = PROFILES[name]
     row = [tiling_geometry(Tiling(1, k), p) for k in range(1, p.max_crops + 1)]

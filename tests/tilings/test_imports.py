@@ -19,7 +19,7 @@ def test_tilings_imports_no_heavy_package():
     loaded = modules_loaded_after(
         "import tilings\n"
         "from tilings import *\n"
-        "tilings.geometry(3000, 200, 'molmo-v1'); tilings.enumerate_tilings('molmo2', tilings.FAMILIES)"
+        "tilings.geometry(3000, 200, 'molmo-v1'); tilings.enumerate_tilings('molmo2', tilings.PROFILES['molmo2'].families)"
     )
     assert "tilings" in loaded
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))

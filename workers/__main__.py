@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m workers", description="Measure configurations of one model, without Ray.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny-molmo2",
-                   help="registered model (tiny-molmo2, tiny-molmo-v1, molmo2-4b-arch, molmo2-8b-arch), hub id or local path")
+                   help="registered model (tiny-molmo2 by default; every family's tiny and -arch models, see the README), "
+                        "hub id or local path")
     p.add_argument("--tiling", action="append", default=None,
                    help="tiling RxC; repeat or comma-separate for several (default 1x3)")
     p.add_argument("--height", type=int, help="image height in px (default: the tiling's exact resolution)")

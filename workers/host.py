@@ -14,7 +14,6 @@ both alike. One synchronize follows each timed call; marks are read after it.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import logging
@@ -26,15 +25,15 @@ from typing import Any
 import torch
 
 from tilesweep.errors import GeometryMismatchError
-from tilings import Geometry, Profile, Tiling, geometry, resolution_for, tiling_geometry
+from tilings import Geometry, Scheme, Tiling, geometry, resolution_for, tiling_geometry
 from workers import faults
 from workers.config import MeasureConfig
 from workers.inputs import Prepared, check_geometry, synthetic_image
 from workers.loading import load
 from workers.models import count_parameters, resolve_device, resolve_dtype
-from workers.modulemap import module_map_for
 from workers.provenance import GpuProbe, device_info, host_info, peak_memory_bytes, reset_peak_memory, versions
 from workers.record import STATUS_FAILED, Record
+from workers.registry import module_map_for
 from workers.timers import HookTimer, make_clock
 
 logger = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ class ModelHost:
         attn_implementation: str | None = None,
         revision: str | None = None,
         trust_remote_code: bool = False,
-        profile: str | Profile | None = None,
+        profile: str | Scheme | None = None,
         module_overrides: dict[str, str] | None = None,
         seed: int = 0,
     ) -> None:
@@ -73,7 +72,7 @@ class ModelHost:
         self.name = loaded.name
         self.model = loaded.model
         self.architecture = loaded.architecture
-        self.profile: Profile = loaded.profile
+        self.profile: Scheme = loaded.profile
         self.inputs = loaded.inputs
         self.source = loaded.source
         self.module_map, self.modules = module_map_for(self.model, self.architecture, module_overrides)
@@ -95,7 +94,7 @@ class ModelHost:
             "source": self.source,
             "architecture": self.architecture,
             "profile": self.profile.name,
-            "profile_fields": dataclasses.asdict(self.profile),
+            "profile_fields": self.profile.to_dict(),
             "parameters": count_parameters(self.model),
             "modules": dict(self.modules.paths),
             **self._provenance,
@@ -231,7 +230,10 @@ class ModelHost:
 
         return {
             "t_preprocess_ms": preprocess_ms,
-            "t_vision_ms": stages.ms["vision"],
+            # Every stage's time is its own: a projector inside the vision module is taken out of vision.
+            "t_vision_ms": (stages.ms["vision"] - (stages.ms["projector"] or 0.0)
+                            if self.module_map.projector_within_vision and stages.ms["vision"] is not None
+                            else stages.ms["vision"]),
             "t_projector_ms": stages.ms["projector"],
             "t_llm_prefill_ms": stages.ms["llm_prefill"],
             "t_lm_head_ms": stages.ms["lm_head"],
@@ -266,6 +268,7 @@ class ModelHost:
             "canvas_width": predicted.canvas[1],
             "image_tokens": predicted.image_tokens,
             "sequence_tokens": predicted.sequence_tokens,
+            "encoder_patches": predicted.encoder_patches or None,
             "warmup": config.warmup,
             "repeats": config.repeats,
             "decode_tokens": config.decode_tokens,
@@ -283,7 +286,11 @@ class ModelHost:
         try:
             size, predicted = self._prediction(config)
         except ValueError:  # e.g. a tiling over max_crops: describe it without the inverse
-            predicted = tiling_geometry(Tiling(config.tiling_rows, config.tiling_cols), self.profile)
+            tiling = Tiling(config.tiling_rows, config.tiling_cols)
+            try:
+                predicted = tiling_geometry(tiling, self.profile)
+            except ValueError:  # a scheme that cannot describe an unreachable target at all
+                predicted = Geometry(tiling=tiling, crops=0, canvas=(0, 0), image_tokens=0, sequence_tokens=0)
             size = predicted.canvas if config.height is None else (config.height, config.width)
         return Record(
             **self._base_fields(config, size, predicted),

@@ -1,4 +1,4 @@
-"""Loading a model by name: a registered spec, or a hub id / local path through ``from_pretrained``."""
+"""Loading a model by name: a registered spec, or a hub id / local path through its architecture's loader."""
 
 from __future__ import annotations
 
@@ -13,22 +13,15 @@ import torch
 from torch import nn
 
 from tilesweep.errors import UsageError
-from tilings import PROFILES, Profile
+from tilings import Scheme, get_profile
 from tilings import resolve_profile as tilings_resolve_profile
-from workers.inputs import InputBuilder, Molmo2Inputs, MolmoV1Inputs
-from workers.models import (
-    MODELS,
-    build_registered,
-    check_crop_size,
-    check_profile_fits,
-    layout_from_config,
-    molmo2_image_processor,
-)
+from workers.arch import Architecture
+from workers.inputs import InputBuilder
+from workers.models import build_registered
+from workers.registry import ARCHITECTURES, MODELS, for_model_type, supported_model_types
 
 logger = logging.getLogger(__name__)
 
-# model_type values `load` knows: Molmo2 natively, Molmo v1 through its own remote code.
-SUPPORTED_MODEL_TYPES = ("molmo2", "molmo")
 # A hub repository id: one "org/name"; anything else that is not a registered name must be a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -39,19 +32,19 @@ class Loaded:
 
     name: str
     model: nn.Module
-    architecture: str  # which module map (workers.modulemap.ARCHITECTURE_MAPS)
-    profile: Profile
+    architecture: str  # a key of workers.registry.ARCHITECTURES
+    profile: Scheme
     inputs: InputBuilder
     source: str  # "registry" or "pretrained"
 
 
-def resolve_profile(profile: str | Profile | None) -> Profile | None:
+def resolve_profile(profile: str | Scheme | None) -> Scheme | None:
     """`tilings.resolve_profile`, with None ("the model's own") passed through."""
     return None if profile is None else tilings_resolve_profile(profile)
 
 
 def check_source(name: str, *, trust_remote_code: bool = False, revision: str | None = None,
-                 profile: str | Profile | None = None) -> None:
+                 profile: str | Scheme | None = None) -> None:
     """Refuse a model that cannot be loaded, before anything is loaded or imported.
 
     Reads files only (a local directory's ``config.json``): never the network and
@@ -72,14 +65,14 @@ def check_source(name: str, *, trust_remote_code: bool = False, revision: str | 
         if revision is not None:
             raise UsageError(f"--revision {revision!r} applies to hub models, not to the registered model {name!r}; drop it")
         if chosen is not None:
-            check_crop_size(spec.config().vision_config.image_size, chosen)
+            _check_fits(ARCHITECTURES[spec.architecture].name, spec.config(), chosen)
         return
     path = Path(name).expanduser()
     if path.exists():
         raw = _local_config(path)
-        _check_model_type(name, raw.get("model_type"), trust_remote_code)
-        if chosen is not None and raw.get("model_type") == "molmo2":
-            check_crop_size((raw.get("vision_config") or {}).get("image_size"), chosen)
+        arch = _check_model_type(name, raw.get("model_type"), trust_remote_code)
+        if chosen is not None and not arch.remote_code:
+            _check_fits(arch.name, raw, chosen)
         return
     if _HUB_ID.match(name):
         return
@@ -108,17 +101,25 @@ def _local_config(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _check_model_type(source: str, model_type: Any, trust_remote_code: bool) -> None:
-    if model_type == "molmo" and not trust_remote_code:
+def _check_fits(architecture: str, config: Any, scheme: Scheme) -> None:
+    check = ARCHITECTURES[architecture].check_fits
+    if check is not None:
+        check(config, scheme)
+
+
+def _check_model_type(source: str, model_type: Any, trust_remote_code: bool) -> Architecture:
+    arch = for_model_type(model_type)
+    if arch is None or arch.load_pretrained is None:
         raise UsageError(
-            f"model {source!r} is a Molmo v1 checkpoint (model_type 'molmo') whose modelling code ships with the "
-            "checkpoint; pass --trust-remote-code (trust_remote_code=True) to run that code"
+            f"model {source!r} has model_type {model_type!r}; supported: "
+            f"{', '.join(map(repr, supported_model_types()))} (remote-code ones with --trust-remote-code)"
         )
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    if arch.remote_code and not trust_remote_code:
         raise UsageError(
-            f"model {source!r} has model_type {model_type!r}; supported: 'molmo2' (native) and 'molmo' "
-            "(Molmo v1, with --trust-remote-code)"
+            f"model {source!r} is a {arch.title} checkpoint (model_type {model_type!r}) whose modelling code ships "
+            "with the checkpoint; pass --trust-remote-code (trust_remote_code=True) to run that code"
         )
+    return arch
 
 
 def load(
@@ -129,7 +130,7 @@ def load(
     attn_implementation: str | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
-    profile: str | Profile | None = None,
+    profile: str | Scheme | None = None,
     seed: int = 0,
 ) -> Loaded:
     """Load `name` onto `device`.
@@ -142,13 +143,20 @@ def load(
     chosen = resolve_profile(profile)
     spec = MODELS.get(name)
     if spec is not None:
-        chosen = chosen or PROFILES[spec.profile]
+        arch = ARCHITECTURES[spec.architecture]
+        chosen = chosen or get_profile(spec.profile)
         model = build_registered(spec, device=device, dtype=dtype, attn_implementation=attn_implementation, seed=seed)
-        check_profile_fits(model, chosen)
-        inputs = Molmo2Inputs(image_processor=molmo2_image_processor(chosen), layout=layout_from_config(model.config, chosen))
-        return Loaded(name=name, model=model, architecture=spec.architecture, profile=chosen, inputs=inputs, source="registry")
-    return _load_pretrained(name, device=device, dtype=dtype, attn_implementation=attn_implementation,
-                            revision=revision, trust_remote_code=trust_remote_code, profile=chosen)
+        _check_fits(arch.name, model.config, chosen)
+        return Loaded(name=name, model=model, architecture=arch.name, profile=chosen, inputs=arch.inputs(model, chosen),
+                      source="registry")
+    raw = _config_dict(name, revision)
+    arch = _check_model_type(name, raw.get("model_type"), trust_remote_code)  # a hub config, read only now
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    assert arch.load_pretrained is not None  # _check_model_type refused it otherwise
+    loaded = arch.load_pretrained(name, revision=revision, device=device, dtype=dtype, model_kwargs=extra,
+                                  scheme=chosen)
+    return Loaded(name=name, model=loaded.model, architecture=arch.name, profile=loaded.scheme, inputs=loaded.inputs,
+                  source="pretrained")
 
 
 def _config_dict(source: str, revision: str | None) -> dict[str, Any]:
@@ -163,76 +171,3 @@ def _config_dict(source: str, revision: str | None) -> dict[str, Any]:
             "a directory holding config.json"
         ) from None
     return raw
-
-
-def _load_pretrained(
-    source: str,
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    attn_implementation: str | None,
-    revision: str | None,
-    trust_remote_code: bool,
-    profile: Profile | None,
-) -> Loaded:
-    raw = _config_dict(source, revision)
-    model_type = raw.get("model_type")
-    _check_model_type(source, model_type, trust_remote_code)  # a hub config, read only now
-    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    if model_type == "molmo2":
-        from transformers import Molmo2ForConditionalGeneration
-
-        model = Molmo2ForConditionalGeneration.from_pretrained(source, revision=revision, dtype=dtype, **extra)
-        model = model.to(device).eval()
-        processor, image_processor = _molmo2_processors(source, revision)
-        if profile is None:
-            if image_processor is not None:
-                profile = Profile.from_preprocessor_config(_preprocessor_settings(processor, image_processor))
-            else:
-                logger.warning("%s has no preprocessor config; using the %r tiling profile", source, "molmo2")
-                profile = PROFILES["molmo2"]
-        check_profile_fits(model, profile)
-        inputs = Molmo2Inputs(
-            image_processor=image_processor if image_processor is not None else molmo2_image_processor(profile),
-            layout=layout_from_config(model.config, profile),
-            processor=processor,
-        )
-        return Loaded(name=source, model=model, architecture="molmo2", profile=profile, inputs=inputs, source="pretrained")
-    if model_type == "molmo":
-        assert trust_remote_code  # _check_model_type refused it otherwise
-        from transformers import AutoModelForCausalLM, AutoProcessor
-
-        model = AutoModelForCausalLM.from_pretrained(source, revision=revision, trust_remote_code=True, dtype=dtype, **extra)
-        model = model.to(device).eval()
-        processor = AutoProcessor.from_pretrained(source, revision=revision, trust_remote_code=True)
-        if profile is None:
-            profile = Profile.from_preprocessor_config(processor.image_processor.to_dict())
-        return Loaded(name=source, model=model, architecture="molmo-v1", profile=profile,
-                      inputs=MolmoV1Inputs(processor=processor), source="pretrained")
-    raise AssertionError(f"model_type {model_type!r} passed _check_model_type")
-
-
-def _molmo2_processors(source: str, revision: str | None) -> tuple[Any, Any]:
-    """(full processor or None, image processor or None): the tokenizer may not load offline."""
-    from transformers import AutoProcessor, Molmo2ImageProcessor
-
-    try:
-        processor = AutoProcessor.from_pretrained(source, revision=revision)
-        if hasattr(processor, "image_processor") and hasattr(processor, "tokenizer"):
-            return processor, processor.image_processor
-    except Exception as exc:  # no tokenizer files, offline: fall back to the image processor and the layout
-        logger.info("full processor of %s not loadable (%s: %s); using its image processor", source, type(exc).__name__, exc)
-    try:
-        return None, Molmo2ImageProcessor.from_pretrained(source, revision=revision)
-    except (OSError, ValueError) as exc:
-        logger.info("no image processor config in %s (%s)", source, exc)
-        return None, None
-
-
-def _preprocessor_settings(processor: Any, image_processor: Any) -> dict[str, Any]:
-    """The image processor's settings plus the token-layout flags that live on the full processor."""
-    settings = image_processor.to_dict()
-    for key in ("image_use_col_tokens", "use_single_crop_col_tokens", "use_single_crop_start_token"):
-        if processor is not None and hasattr(processor, key):
-            settings[key] = getattr(processor, key)
-    return settings

@@ -1,6 +1,7 @@
 """The module map: which modules of a model are its vision encoder, projector, LLM blocks and LM head.
 
-Known per architecture and overridable by dotted paths relative to the loaded model
+Known per architecture (each family module declares its own; `workers.registry`
+collects them and detects which one fits a model) and overridable by dotted paths relative to the loaded model
 (``model.vision_tower``). A stage may name several modules (comma-separated):
 their spans add up. A path that does not resolve is an error that lists the
 nearest module names that do exist.
@@ -29,32 +30,11 @@ class ModuleMap:
     llm_blocks: str
     lm_head: tuple[str, ...] = ()
     vision_blocks: str | None = None
+    # The projector runs inside the vision module (Qwen's merger is part of its vision tower):
+    # its time is taken out of the vision span, so the stages never count it twice.
+    projector_within_vision: bool = False
     # Stages that must resolve for the map to describe a model (used for detection).
     required: tuple[str, ...] = ("vision", "llm_blocks")
-
-
-ARCHITECTURE_MAPS: dict[str, ModuleMap] = {
-    # transformers' Molmo2ForConditionalGeneration.
-    "molmo2": ModuleMap(
-        vision=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        llm_blocks="model.language_model.layers",
-        lm_head=("lm_head",),
-        vision_blocks="model.vision_tower.layers",
-        required=("vision", "projector", "llm_blocks", "lm_head"),
-    ),
-    # Molmo v1 remote code (MolmoForCausalLM): the vision backbone holds the ViT, the
-    # pooling attention and the projector MLP as siblings; `ff_out` is absent when the
-    # output embedding is tied to the input one (then the head is not a module to hook).
-    "molmo-v1": ModuleMap(
-        vision=("model.vision_backbone.image_vit",),
-        projector=("model.vision_backbone.image_pooling_2d", "model.vision_backbone.image_projector"),
-        llm_blocks="model.transformer.blocks",
-        lm_head=("model.transformer.ff_out",),
-        vision_blocks="model.vision_backbone.image_vit.transformer.resblocks",
-        required=("vision", "llm_blocks"),
-    ),
-}
 
 
 @dataclass(slots=True)
@@ -104,7 +84,7 @@ def resolve(model: nn.Module, path: str, stage: str = "") -> nn.Module:
         ) from None
 
 
-def _split(value: str | tuple[str, ...] | None) -> tuple[str, ...]:
+def split_paths(value: str | tuple[str, ...] | None) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -125,7 +105,7 @@ def apply_overrides(base: ModuleMap, overrides: Mapping[str, str] | None) -> Mod
         raise UsageError(f"unknown module-map stage(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(STAGE_KEYS)}")
     changes: dict[str, object] = {}
     for stage, value in overrides.items():
-        paths = _split(value)
+        paths = split_paths(value)
         if stage in ("llm_blocks", "vision_blocks"):
             if len(paths) > 1:
                 raise UsageError(f"module-map stage {stage!r} takes one path to a module list, got {value!r}")
@@ -170,7 +150,7 @@ def resolve_map(model: nn.Module, module_map: ModuleMap) -> ResolvedModules:
     )
 
 
-def _resolves(model: nn.Module, path: str) -> bool:
+def resolves(model: nn.Module, path: str) -> bool:
     try:
         model.get_submodule(path)
         return True
@@ -183,44 +163,8 @@ def fit_map(model: nn.Module, module_map: ModuleMap) -> ModuleMap:
     changes: dict[str, object] = {}
     for stage in ("projector", "lm_head"):
         paths = getattr(module_map, stage)
-        if stage not in module_map.required and paths and not all(_resolves(model, p) for p in paths):
+        if stage not in module_map.required and paths and not all(resolves(model, p) for p in paths):
             changes[stage] = ()
-    if module_map.vision_blocks and not _resolves(model, module_map.vision_blocks):
+    if module_map.vision_blocks and not resolves(model, module_map.vision_blocks):
         changes["vision_blocks"] = None
     return replace(module_map, **changes)
-
-
-def detect_architecture(model: nn.Module) -> str:
-    """The architecture whose known module map fits `model`.
-
-    Raises:
-        UsageError: no known map fits; the message names the missing paths per architecture.
-    """
-    missing: dict[str, list[str]] = {}
-    for name, module_map in ARCHITECTURE_MAPS.items():
-        wanted = [p for stage in module_map.required for p in _split(getattr(module_map, stage))]
-        absent = [p for p in wanted if not _resolves(model, p)]
-        if not absent:
-            return name
-        missing[name] = absent
-    detail = "; ".join(f"{name}: missing {', '.join(paths)}" for name, paths in missing.items())
-    raise UsageError(
-        f"cannot tell the module layout of {type(model).__name__} ({detail}); pass the stages by hand, e.g. "
-        "--module vision=<path> --module llm_blocks=<path>"
-    )
-
-
-def module_map_for(
-    model: nn.Module, architecture: str | None = None, overrides: Mapping[str, str] | None = None
-) -> tuple[ModuleMap, ResolvedModules]:
-    """The map for `model` (its architecture's, detected when None, then overridden), resolved.
-
-    Raises:
-        UsageError: an unknown architecture, none fits, or a path that does not resolve.
-    """
-    if architecture is None:
-        architecture = detect_architecture(model)
-    if architecture not in ARCHITECTURE_MAPS:
-        raise UsageError(f"unknown model architecture {architecture!r}; known: {', '.join(ARCHITECTURE_MAPS)}")
-    module_map = apply_overrides(fit_map(model, ARCHITECTURE_MAPS[architecture]), overrides)
-    return module_map, resolve_map(model, module_map)

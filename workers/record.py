@@ -45,6 +45,7 @@ class Record:
     canvas_width: int
     image_tokens: int
     sequence_tokens: int
+    encoder_patches: int | None = None  # patches the vision encoder processes, padding included
     # --- what the model's own processor produced ---
     crops_actual: int | None = None
     image_tokens_actual: int | None = None

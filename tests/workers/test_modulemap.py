@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from workers.modulemap import ARCHITECTURE_MAPS, detect_architecture, module_map_for, nearest_names, resolve
+from workers.modulemap import nearest_names, resolve
+from workers.registry import ARCHITECTURE_MAPS, detect_architecture, module_map_for
 from workers.timers import CpuClock, HookTimer
 
 

@@ -23,6 +23,7 @@ model's assumption holds).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,7 @@ class StageFit:
     """One least-squares fit ``y ≈ Σ coef_i · term_i(x)`` over per-config medians (ms)."""
 
     stage: str
-    x: str  # "crops" or "tokens"
+    x: str  # "crops", "patches" (encoder patches) or "tokens"
     terms: tuple[str, ...]  # e.g. ("1", "crops") or ("1", "tokens", "tokens^2")
     coef: tuple[float, ...]
     r2: float
@@ -76,6 +77,7 @@ class Separability:
     shared_crops: tuple[int, ...]  # crop counts measured with more than one token count
     vision_token_share: float | None  # share of vision's variation a tokens term takes (separable only)
     llm_crop_share: float | None  # share of the LLM's variation a crops term takes (separable only)
+    note: str = ""  # why a sweep of this scheme cannot separate the axes, when it is the scheme's doing
 
 
 @dataclass(kw_only=True, frozen=True, slots=True)
@@ -89,15 +91,16 @@ class LatencyModel:
     separability: Separability
     residuals: pl.DataFrame  # one row per config: medians, fitted values, residuals (ms)
 
-    def predict(self, height: int, width: int, profile: tilings.Profile | str | None = None) -> dict[str, float]:
+    def predict(self, height: int, width: int, profile: tilings.Scheme | str | None = None) -> dict[str, float]:
         """Expected stage times (ms) for an image of `height` × `width` px.
 
-        The tiling, crops and tokens come from `tilings.geometry` with `profile`
-        (default: the profile the model was fitted on).
+        The tiling, crops, encoder patches and tokens come from `tilings.geometry`
+        with `profile` (default: the profile the model was fitted on).
         """
         g = tilings.geometry(height, width, self.profile if profile is None else profile)
         tokens = getattr(g, query.TOKENS)  # Geometry names its counts like the result columns
-        vision, llm, other = float(self.vision(g.crops)), float(self.llm_prefill(tokens)), float(self.other(tokens))
+        x = g.encoder_patches if self.vision.x == "patches" else g.crops
+        vision, llm, other = float(self.vision(x)), float(self.llm_prefill(tokens)), float(self.other(tokens))
         return {
             "tiling_rows": g.tiling.rows, "tiling_cols": g.tiling.cols, "crops": g.crops, "tokens": tokens,
             "vision_ms": vision, "llm_prefill_ms": llm, "other_ms": other, "total_ms": vision + llm + other,
@@ -174,17 +177,31 @@ def separability(crops: np.ndarray, tokens: np.ndarray, vision: np.ndarray | Non
     )
 
 
-def plan_separability(profile: tilings.Profile | str, families: list[str] | str) -> Separability:
-    """`separability` of a sweep over tiling families, before measuring anything.
+def plan_separability(profile: tilings.Scheme | str, families: list[str] | str | None = None) -> Separability:
+    """`separability` of a sweep over tiling families (default: the scheme's), before measuring anything.
 
     E.g. ``plan_separability("molmo-v1", ["1xk"]).separable`` is False (rank 2:
     along 1×k, tokens are a linear function of crops) and ``["1xk", "2xk"]`` is True.
     """
-    profile = tilings.get_profile(profile)
-    geoms = [tilings.tiling_geometry(t, profile) for t, _ in tilings.enumerate_tilings(profile, families)]
+    scheme = tilings.get_profile(profile)
+    names = tilings.parse_families(families if families is not None else scheme.default_families, scheme)
+    sizes = dict.fromkeys((t, h, w) for f in names for t, (h, w) in scheme.points(f))  # each point once
+    geoms = [scheme.geometry(h, w) for _, h, w in sizes]
     crops = np.array([g.crops for g in geoms], dtype=float)
     tokens = np.array([getattr(g, query.TOKENS) for g in geoms], dtype=float)
-    return separability(crops, tokens)
+    return dataclasses.replace(separability(crops, tokens), note=scheme_note(scheme, crops, tokens))
+
+
+def scheme_note(scheme: tilings.Scheme | None, crops: np.ndarray, tokens: np.ndarray) -> str:
+    """Why crop cost and token cost cannot be told apart, when the scheme itself is the reason."""
+    if scheme is not None and scheme.kind == tilings.BUDGET:
+        return (f"{scheme.name} resizes to a pixel budget and never crops: there is no crop cost to separate; "
+                "vision is fitted against encoder patches (linear + quadratic)")
+    if len(crops) >= 3 and np.linalg.matrix_rank(np.column_stack([np.ones_like(crops), crops, tokens])) < 3:
+        name = scheme.name if scheme is not None else "this profile"
+        return (f"in {name} the image tokens are a fixed linear function of the crops, so no choice of tilings "
+                "separates crop cost from token cost")
+    return ""
 
 
 def config_medians(lf: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
@@ -197,6 +214,7 @@ def config_medians(lf: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
         .agg(
             *(pl.col(c).first() for c in (*_GROUP, "family", "tiling_rows", "tiling_cols", "crops")),
             pl.col(query.TOKENS).first().alias("tokens"),
+            pl.col("encoder_patches").first().alias("patches"),
             col["vision"].median().alias("vision_ms"),
             col["llm_prefill"].median().alias("llm_prefill_ms"),
             (col["total"] - col["vision"] - col["llm_prefill"]).median().alias("other_ms"),
@@ -226,12 +244,21 @@ def fit(lf: pl.LazyFrame | pl.DataFrame) -> LatencyModel:
     model, profile, device, gpu = groups.row(0)
     crops, tokens = (m[c].to_numpy().astype(float) for c in ("crops", "tokens"))
     ys = {s: m[f"{s}_ms"].to_numpy() for s in ("vision", "llm_prefill", "other")}
+    scheme = _known_scheme(profile)
+    # A pixel-budget scheme has one image and no crops: the encoder's work is its patches, and
+    # its attention is quadratic in them (as the LLM's is in tokens).
+    by_patches = scheme is not None and scheme.kind == tilings.BUDGET
+    if by_patches and m["patches"].null_count():
+        raise UsageError(f"fit of {model} ({profile}) needs encoder patches per config; these results predate the "
+                         "encoder_patches column: measure them again with this tilesweep")
+    x_vision = m["patches"].to_numpy().astype(float) if by_patches else crops
     fits = {
-        "vision": _fit_poly("vision", "crops", crops, ys["vision"], 1),
+        "vision": (_fit_poly("vision", "patches", x_vision, ys["vision"], 2) if by_patches
+                   else _fit_poly("vision", "crops", crops, ys["vision"], 1)),
         "llm_prefill": _fit_poly("llm_prefill", "tokens", tokens, ys["llm_prefill"], 2),
         "other": _fit_poly("other", "tokens", tokens, ys["other"], 1),
     }
-    fitted = {s: f(crops if f.x == "crops" else tokens) for s, f in fits.items()}
+    fitted = {s: f({"crops": crops, "patches": x_vision}.get(f.x, tokens)) for s, f in fits.items()}
     residuals = m.drop(list(_GROUP)).with_columns(
         *(pl.Series(f"{s}_fit_ms", fitted[s]) for s in fits),
         *(pl.Series(f"{s}_resid_ms", ys[s] - fitted[s]) for s in fits),
@@ -240,5 +267,13 @@ def fit(lf: pl.LazyFrame | pl.DataFrame) -> LatencyModel:
     return LatencyModel(
         model=model, profile=profile, device=gpu or device,
         **fits, residuals=residuals,
-        separability=separability(crops, tokens, ys["vision"], ys["llm_prefill"]),
+        separability=dataclasses.replace(separability(crops, tokens, ys["vision"], ys["llm_prefill"]),
+                                         note=scheme_note(scheme, crops, tokens)),
     )
+
+
+def _known_scheme(name: str) -> tilings.Scheme | None:
+    try:
+        return tilings.get_profile(name)
+    except UsageError:  # a profile read from a config file: only Molmo's were built that way
+        return None

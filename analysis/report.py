@@ -57,6 +57,7 @@ def _model_tables(model: latency_model.LatencyModel) -> list[tuple[str, pl.DataF
         "rank_of_[1,crops,tokens]": sep.rank, "condition": sep.condition, "separable": sep.separable,
         "crops_with_several_token_counts": ", ".join(map(str, sep.shared_crops)),
         "vision_token_share_pct": share(sep.vision_token_share), "llm_crop_share_pct": share(sep.llm_crop_share),
+        "why_not": sep.note or None,
     }])
     predictions = pl.DataFrame([{"height": h, "width": w, **model.predict(h, w)} for h, w in EXAMPLE_SIZES])
     return [("Latency model (least squares on per-config medians)", model.table()),
@@ -92,6 +93,8 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) ->
     except UsageError as exc:
         section.notes.append(f"latency model not fitted: {exc}")
         model = None
+    if model is not None and model.separability.note:
+        section.notes.append(f"crops vs tokens: {model.separability.note}")
     if model is not None:
         image("model", "The fitted latency model over the per-config medians", report_plots.model_fit(model, title))
 

@@ -69,7 +69,9 @@ def _possible(profile_name: str, measured_crops: list[int]) -> tuple[list[int], 
         profile = tilings.get_profile(profile_name)
     except UsageError:  # a profile built from a config file: only what was measured is known
         return measured_crops, [""] * len(measured_crops)
-    crops = list(tilings.crop_range(profile))
+    if profile.kind == tilings.BUDGET:  # no crops to choose: one image per config
+        return measured_crops, ["any token grid"] * len(measured_crops)
+    crops = tilings.crop_counts(profile)
     return crops, [", ".join(str(t) for t in tilings.tilings_for_crops(c, profile)) for c in crops]
 
 

@@ -122,16 +122,18 @@ def model_fit(model: LatencyModel, title: str) -> Figure:
     for i, family in enumerate(families):
         f = r.filter(pl.col("family") == family)
         kw = dict(color=f"C{i}", s=18, label=family or "(none)", zorder=3)
-        ax_v.scatter(f["crops"], f["vision_ms"], **kw)
+        ax_v.scatter(f[model.vision.x], f["vision_ms"], **kw)
         ax_l.scatter(f["tokens"], f["llm_prefill_ms"], **kw)
         ax_t.scatter(f["total_fit_ms"], f["total_ms"], **kw)
-    crops = np.linspace(r["crops"].min(), r["crops"].max(), 50)
+    crops = np.linspace(r[model.vision.x].min(), r[model.vision.x].max(), 50)
     tokens = np.linspace(r["tokens"].min(), r["tokens"].max(), 100)
     ax_v.plot(crops, model.vision(crops), color="black", lw=1.2, label=f"fit, R² = {model.vision.r2:.4f}")
     ax_l.plot(tokens, model.llm_prefill(tokens), color="black", lw=1.2, label=f"fit, R² = {model.llm_prefill.r2:.4f}")
     lim = [min(r["total_fit_ms"].min(), r["total_ms"].min()), max(r["total_fit_ms"].max(), r["total_ms"].max())]
     ax_t.plot(lim, lim, color="black", lw=1, ls="--", label="measured = modelled")
-    ax_v.set(xlabel="crops (incl. the global crop)", ylabel="vision, median (ms)", title=model.vision.formula())
+    x_label = ("encoder patches (the image has no crops)" if model.vision.x == "patches"
+               else "crops (incl. the global crop)")
+    ax_v.set(xlabel=x_label, ylabel="vision, median (ms)", title=model.vision.formula())
     ax_l.set(xlabel=TOKENS_LABEL, ylabel="LLM prefill, median (ms)", title=model.llm_prefill.formula())
     ax_t.set(xlabel="modelled total: vision + LLM + other (ms)", ylabel="measured total, median (ms)",
              title="total forward: measured vs modelled")

@@ -48,7 +48,7 @@ from orchestrator.spec import SweepSpec
 from store.runs import RunStore
 from tilesweep import fields
 from tilesweep.errors import SweepError
-from tilings import Profile
+from tilings import Scheme
 from workers import faults
 from workers.config import MeasureConfig, Timing
 from workers.record import STATUS_FAILED, STATUS_OK, Record
@@ -116,7 +116,7 @@ class Driver:
                              env=env, start_timeout_s=spec.start_timeout_s, max_attempts=spec.max_attempts,
                              progress=self.progress, clock=clock)
         self._next_attempt: dict[str, int] = {}
-        self._profile: Profile | None = None
+        self._profile: Scheme | None = None
         # The spec's timing settings are `Timing`'s fields, passed on as they are.
         self._timing = {f.name: getattr(spec, f.name) for f, _ in fields.settings(Timing)}
 
@@ -130,7 +130,7 @@ class Driver:
         """Create the actors (non-blocking; each becomes usable when its model has loaded)."""
         self.pool.start()
 
-    def host_profile(self) -> Profile:
+    def host_profile(self) -> Scheme:
         """The hosts' tiling profile (blocks until the first actor has started).
 
         Raises:
@@ -167,7 +167,7 @@ class Driver:
         self.pool.shutdown()
 
     # ----- the loop -----
-    def run(self, configs: Sequence[PlannedConfig], profile: Profile, *, done: int = 0) -> SweepOutcome:
+    def run(self, configs: Sequence[PlannedConfig], profile: Scheme, *, done: int = 0) -> SweepOutcome:
         """Measure `configs` (in order, dynamically spread) and write one part each; kill the actors.
 
         Args:

@@ -1,9 +1,10 @@
-"""Planning: a selection of tilings and a tiling profile → the configurations to measure, longest first.
+"""Planning: a selection of targets and a scheme → the configurations to measure, longest first.
 
-`select` is the one rule for which tilings a sweep (or ``tilesweep plan``) takes:
-the families' tilings, or explicit tilings plus the tilings giving each crop count.
-`rows` adds what the preprocessor will make of each (`PlanRow`: exact resolution,
-crops, tokens); `plan` adds the config id and a cost (`PlannedConfig`).
+`select` is the one rule for which points (target, image size) a sweep (or
+``tilesweep plan``) takes: the families' points, or explicit tilings plus the
+targets giving each crop count or image-token count. `rows` adds what the
+preprocessor will make of each (`PlanRow`: crops, tokens, encoder patches);
+`plan` adds the config id and a cost (`PlannedConfig`).
 
 A config's `config_id` hashes everything that defines the measurement and nothing
 that does not (not the run id, the attempt, the worker or the results path), so the
@@ -17,12 +18,20 @@ import hashlib
 import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator.spec import SweepSpec, build_spec
 from store.manifest import Manifest, PlannedEntry, plan_problems
 from tilesweep.errors import SpecError, UsageError
-from tilings import FAMILIES, Profile, Tiling, enumerate_tilings, resolution_for, tiling_geometry, tilings_for_crops
+from tilings import (
+    Scheme,
+    Tiling,
+    enumerate_tilings,
+    parse_families,
+    scheme_from_dict,
+    tilings_for_crops,
+    tilings_for_tokens,
+)
 
 # Bumped when the meaning of a config changes, so old ids never match new configs.
 CONFIG_ID_VERSION = 1
@@ -39,6 +48,7 @@ class PlanRow:
     crops: int
     image_tokens: int
     sequence_tokens: int
+    encoder_patches: int = 0
 
     def label(self) -> str:
         return f"{self.tiling.rows}x{self.tiling.cols}"
@@ -67,14 +77,12 @@ class PlannedConfig(PlanRow):
         return self.entry().to_json()
 
 
-def profile_dict(profile: Profile) -> dict[str, Any]:
-    d = dataclasses.asdict(profile)
-    d["overlap_margins"] = list(profile.overlap_margins)
-    d["pooling"] = list(profile.pooling)
-    return d
+def profile_dict(profile: Scheme) -> dict[str, Any]:
+    """The scheme's numbers, as the manifest keeps them and the config id hashes them."""
+    return profile.to_dict()
 
 
-def config_id(spec: SweepSpec, profile: Profile, tiling: Tiling, height: int, width: int) -> str:
+def config_id(spec: SweepSpec, profile: Scheme, tiling: Tiling, height: int, width: int) -> str:
     """16 hex digits of the SHA-256 of a canonical JSON of what defines the measurement."""
     payload = {
         "v": CONFIG_ID_VERSION,
@@ -89,78 +97,131 @@ def config_id(spec: SweepSpec, profile: Profile, tiling: Tiling, height: int, wi
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def select(profile: Profile, families: Sequence[str], tilings: Iterable[tuple[int, int]] = (),
-           crops: Iterable[int] = ()) -> list[tuple[Tiling, str]]:
-    """(tiling, family) pairs to measure, each tiling once, in selection order.
+class Point(NamedTuple):
+    """One thing to measure: a target of the scheme, the family that chose it, and the image size."""
 
-    Without `tilings` and `crops`: every tiling of the families. Otherwise the
-    explicit `tilings`, plus for each crop count the families' tilings that give
-    it, or every tiling that gives it when the families have none (or no family
-    is named, as in `fill`). A tiling is labelled with the first of `families`
-    that holds it, else the first of all families (`tilings.FAMILIES`).
+    tiling: Tiling
+    family: str
+    height: int
+    width: int
+
+
+def select(profile: Scheme, families: Sequence[str], tilings: Iterable[tuple[int, int]] = (),
+           crops: Iterable[int] = (), tokens: Iterable[int] = ()) -> list[Point]:
+    """The points to measure, each (target, size) once, in selection order.
+
+    Without `tilings`, `crops` and `tokens`: every point of the families (none
+    named: the scheme's default families). Otherwise the explicit `tilings` (each at
+    its exact resolution), plus for each crop count (or image-token count) the
+    families' points that give it, or every target that gives it when the families
+    have none (`fill` names ``all``, so it takes every target of a count). A target is labelled with the first named family
+    that holds it, else the first of the scheme's families (``all`` only for a
+    target no other family holds), so ``--family all`` rows keep their families.
 
     Raises:
-        UsageError: a tiling over the profile's crop limit or an unreachable crop count.
+        UsageError: an unknown family, an unreachable tiling, crop count or token count.
     """
-    tilings, crops = list(tilings), list(crops)
-    in_families = enumerate_tilings(profile, families) if families else []
-    if not tilings and not crops:
+    tilings, crops, tokens = list(tilings), list(crops), list(tokens)
+    explicit = bool(tilings or crops or tokens)
+    named = list(families) or list(profile.default_families)
+    label = _labeller(profile, named)
+    # `all` with counts means every target of each count, whether or not the scheme has an `all` family.
+    every_target = explicit and "all" in named
+    listed = [f for f in named if f != "all" or "all" in profile.families or not explicit]
+    in_families = [p._replace(family=label(p.tiling)) for p in _family_points(profile, listed)]
+    if not explicit:
         return in_families
-    family_of = dict(in_families)
-    for t, f in enumerate_tilings(profile, FAMILIES):
+    chosen: list[Point] = []
+    for rows_, cols in tilings:
+        chosen.append(_at_exact_size(profile, _checked(profile, Tiling(rows_, cols)), label))
+    for flag, counts, match, every in (
+            ("--crops", crops, lambda g, n: g.crops == n, tilings_for_crops),
+            ("--tokens", tokens, lambda g, n: g.image_tokens == n, tilings_for_tokens)):
+        for n in counts:
+            try:
+                all_of_n = every(n, profile)
+            except UsageError as exc:
+                raise UsageError(f"{flag}: {exc}") from None
+            mine = [] if every_target else [p for p in in_families if match(profile.geometry(p.height, p.width), n)]
+            chosen.extend(mine or [_at_exact_size(profile, t, label) for t in all_of_n])
+    return list(dict.fromkeys(chosen))
+
+
+def _labeller(profile: Scheme, named: Sequence[str]):
+    """A target's family label: the first named family that holds it, else the scheme's first; ``all`` last."""
+    order = [f for f in (*named, *profile.families) if f != "all" and f in profile.families] + ["all"]
+    family_of: dict[Tiling, str] = {}
+    for t, f in enumerate_tilings(profile, [f for f in dict.fromkeys(order) if f in profile.families]):
         family_of.setdefault(t, f)
-    chosen: list[Tiling] = []
-    for rows, cols in tilings:
-        if rows * cols > profile.max_crops:
-            raise UsageError(
-                f"tiling {rows}x{cols} has {rows * cols} crops, over the max_crops {profile.max_crops} of "
-                f"profile {profile.name!r}; pick tilings with rows*cols <= {profile.max_crops}")
-        chosen.append(Tiling(rows, cols))
-    for n in crops:
-        try:
-            every = tilings_for_crops(n, profile)
-        except ValueError as exc:
-            raise UsageError(f"--crops: {exc}") from None
-        chosen.extend([t for t, _ in in_families if t.crops == n] or every)
-    return [(t, family_of[t]) for t in dict.fromkeys(chosen)]
+    return lambda t: family_of.get(t, "")
 
 
-def select_tilings(spec: SweepSpec, profile: Profile) -> list[tuple[Tiling, str]]:
-    """`select` with the spec's families, tilings and crops."""
-    return select(profile, spec.families, spec.tilings, spec.crops)
+def _family_points(profile: Scheme, families: Sequence[str]) -> list[Point]:
+    out: dict[tuple[Tiling, int, int], Point] = {}
+    for family in parse_families(families, profile) if families else []:
+        for tiling, (height, width) in profile.points(family):
+            out.setdefault((tiling, height, width), Point(tiling, family, height, width))
+    return list(out.values())
 
 
-def rows(pairs: Iterable[tuple[Tiling, str]], profile: Profile) -> list[PlanRow]:
-    """Each (tiling, family) with its exact resolution and what the preprocessor makes of it."""
+def _checked(profile: Scheme, tiling: Tiling) -> Tiling:
+    if profile.max_crops is not None and tiling.rows * tiling.cols > profile.max_crops:
+        raise UsageError(
+            f"tiling {tiling.rows}x{tiling.cols} has {tiling.rows * tiling.cols} crops, over the max_crops "
+            f"{profile.max_crops} of profile {profile.name!r}; pick tilings with rows*cols <= {profile.max_crops}")
+    profile.resolution_for(tiling)  # raises the scheme's own one-line error for an unreachable target
+    return tiling
+
+
+def _at_exact_size(profile: Scheme, tiling: Tiling, label) -> Point:
+    height, width = profile.resolution_for(tiling)
+    return Point(tiling, label(tiling), height, width)
+
+
+def select_points(spec: SweepSpec, profile: Scheme) -> list[Point]:
+    """`select` with the spec's families, tilings, crops and tokens."""
+    return select(profile, spec.families, spec.tilings, spec.crops, spec.tokens)
+
+
+def rows(points: Iterable[Point], profile: Scheme) -> list[PlanRow]:
+    """Each point with what the preprocessor makes of it.
+
+    Raises:
+        UsageError: a point whose size does not give its target (a scheme bug; never written).
+    """
     out = []
-    for tiling, family in pairs:
-        height, width = resolution_for(tiling, profile)
-        geo = tiling_geometry(tiling, profile)
-        out.append(PlanRow(tiling=Tiling(*tiling), family=family, height=height, width=width, crops=geo.crops,
-                           image_tokens=geo.image_tokens, sequence_tokens=geo.sequence_tokens))
+    for p in points:
+        geo = profile.geometry(p.height, p.width)
+        if tuple(geo.tiling) != tuple(p.tiling):
+            raise UsageError(f"profile {profile.name!r}: size {p.height}x{p.width} gives {geo.tiling}, not the planned "
+                             f"{p.tiling}")
+        out.append(PlanRow(tiling=Tiling(*p.tiling), family=p.family, height=p.height, width=p.width, crops=geo.crops,
+                           image_tokens=geo.image_tokens, sequence_tokens=geo.sequence_tokens,
+                           encoder_patches=geo.encoder_patches))
     return out
 
 
-def cost(profile: Profile, crops: int, sequence_tokens: int, decode_tokens: int = 0) -> float:
-    """Relative cost of one forward: ViT patches over all crops plus the LLM's tokens.
+def cost(profile: Scheme, crops: int, sequence_tokens: int, decode_tokens: int = 0,
+         encoder_patches: int | None = None) -> float:
+    """Relative cost of one forward: the patches the vision encoder processes plus the LLM's tokens.
 
     A rough model on purpose: it only orders the queue so the longest configs
     start first and the sweep does not end waiting on one big straggler.
+    Without `encoder_patches`, a Molmo profile's crops times patches per crop.
     """
-    vision = crops * profile.crop_patches ** 2
+    vision = encoder_patches if encoder_patches is not None else crops * profile.crop_patches ** 2
     llm = sequence_tokens * (1 + decode_tokens)
     return float(vision + llm)
 
 
-def plan(spec: SweepSpec, profile: Profile,
-         tilings: Iterable[tuple[Tiling, str]] | None = None) -> list[PlannedConfig]:
-    """Every configuration of the spec (or of `tilings`), longest first by `cost`."""
-    pairs = select_tilings(spec, profile) if tilings is None else list(tilings)
+def plan(spec: SweepSpec, profile: Scheme, points: Iterable[Point] | None = None) -> list[PlannedConfig]:
+    """Every configuration of the spec (or of `points`), longest first by `cost`."""
+    chosen = select_points(spec, profile) if points is None else list(points)
     configs = [
         PlannedConfig(**{f.name: getattr(r, f.name) for f in dataclasses.fields(PlanRow)},
                       config_id=config_id(spec, profile, r.tiling, r.height, r.width),
-                      cost=cost(profile, r.crops, r.sequence_tokens, spec.decode_tokens))
-        for r in rows(pairs, profile)
+                      cost=cost(profile, r.crops, r.sequence_tokens, spec.decode_tokens, r.encoder_patches))
+        for r in rows(chosen, profile)
     ]
     return order(configs)
 
@@ -184,7 +245,7 @@ def replan_problems(manifest: Manifest) -> list[str]:
     if not manifest.invocations or not manifest.profile:
         return []  # an older or hand-made manifest: its `planned` is all there is
     try:
-        profile = Profile(**manifest.profile)
+        profile = scheme_from_dict(manifest.profile)
         again: set[str] = set()
         for inv in manifest.invocations:
             again |= {c.config_id for c in plan(build_spec(None, inv.spec), profile)}

@@ -48,7 +48,7 @@ def resolve(spec_file: str | Path | None, given: Mapping[str, Any], *, fill: boo
     base = build_spec(None, stored, base=SweepSpec())
     now = {**(read_spec_file(spec_file) if spec_file is not None else {}), **given}
     if any(k in now for k in SELECTION):
-        base = dataclasses.replace(base, families=(), tilings=(), crops=())
+        base = dataclasses.replace(base, families=(), tilings=(), crops=(), tokens=())
     spec = build_spec(spec_file, {**given, "run_id": run_id}, base=base)
     _check_same_measurement(spec, manifest, run_id)
     return spec
@@ -61,21 +61,23 @@ def fill_spec(spec_file: str | Path | None, given: Mapping[str, Any]) -> SweepSp
         UsageError: nothing to fill named, or no run to fill.
         SpecError: bad values, or settings that differ from the run's.
     """
-    if given.get("crops") is None and given.get("tilings") is None:
+    if all(given.get(k) is None for k in ("crops", "tilings", "tokens")):
         raise UsageError("fill needs --crops, the crop counts to fill (global crop included), e.g. --crops 3,6,9,12 "
-                         "(or --tilings 1x2,2x4)")
+                         "(or --tokens 256,1024 for a pixel-budget profile, or --tilings 1x2,2x4)")
     spec = resolve(spec_file, given, fill=True)
     # Only what is named here decides what fill plans, never the run's own families:
-    # every tiling of each crop count, or the named families' tilings of it.
-    return dataclasses.replace(spec, families=spec.families if given.get("families") is not None else (),
-                               tilings=spec.tilings if given.get("tilings") is not None else ())
+    # every target of each crop or token count (family `all`), or the named families' ones.
+    return dataclasses.replace(spec, families=spec.families if given.get("families") is not None else ("all",),
+                               tilings=spec.tilings if given.get("tilings") is not None else (),
+                               crops=spec.crops if given.get("crops") is not None else (),
+                               tokens=spec.tokens if given.get("tokens") is not None else ())
 
 
 def resume_command(spec: SweepSpec, command: str, run_id: str) -> str:
     """The command line that finishes an interrupted `run` or `fill` (the run keeps its own settings)."""
     line = f"tilesweep {command} --run-id {run_id} --results {spec.results}"
     if command == "fill":  # fill's selection is not the run's spec: repeat it
-        for flag, values in (("--crops", spec.crops), ("--family", spec.families),
+        for flag, values in (("--crops", spec.crops), ("--tokens", spec.tokens), ("--family", spec.families),
                              ("--tilings", [f"{r}x{c}" for r, c in spec.tilings])):
             if values:
                 line += f" {flag} {','.join(map(str, values))}"

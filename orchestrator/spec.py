@@ -47,7 +47,7 @@ def _items(key: str, value: Any) -> list[Any]:
         return [v for v in (p.strip() for p in value.split(",")) if v]
     if isinstance(value, (list, tuple)):
         return list(value)
-    if isinstance(value, int) and not isinstance(value, bool) and key == "crops":
+    if isinstance(value, int) and not isinstance(value, bool) and key in ("crops", "tokens"):
         return [value]
     raise ValueError(f"{key}: must be a list or a comma-separated string, got {value!r}")
 
@@ -62,6 +62,14 @@ def parse_crops(key: str, value: Any) -> tuple[int, ...]:
     if bad:
         raise ValueError(f"{key}: crop counts must be >= 1, got {bad[0]}")
     return tuple(sorted(set(crops)))
+
+
+def parse_tokens(key: str, value: Any) -> tuple[int, ...]:
+    tokens = [fields.number(key, i, int) for i in _items(key, value)]
+    bad = [t for t in tokens if t < 1]
+    if bad:
+        raise ValueError(f"{key}: token counts must be >= 1, got {bad[0]}")
+    return tuple(sorted(set(tokens)))
 
 
 def parse_tilings(key: str, value: Any) -> tuple[tuple[int, int], ...]:
@@ -101,8 +109,10 @@ class SweepSpec(Timing):
                                               default_text="the model's own",
                                               help="attention implementation (sdpa, eager, ...)")
     # --- what to measure ---
-    families: tuple[str, ...] = setting(DEFAULT_FAMILIES, flag="--family", metavar="LIST", group="selection",
+    families: tuple[str, ...] = setting((), flag="--family", metavar="LIST", group="selection",
                                         parse=parse_families,
+                                        default_text=f"the profile's own: {','.join(DEFAULT_FAMILIES)} for grid "
+                                                     "profiles",
                                         help=f"tiling families, comma list of {','.join(FAMILIES)}")
     tilings: tuple[tuple[int, int], ...] = setting((), metavar="LIST", group="selection", parse=parse_tilings,
                                                    help="explicit tilings, e.g. 1x2,2x4 (replaces --family)")
@@ -112,6 +122,10 @@ class SweepSpec(Timing):
                                      help="crop counts (global crop included), e.g. 3,6,9,12: the families' tilings "
                                           "giving them, or every tiling giving a count the families miss (as "
                                           "`tilesweep plan --crops`)")
+    tokens: tuple[int, ...] = setting((), metavar="LIST", group="selection", parse=parse_tokens,
+                                      help="image-token counts, e.g. 256,1024: the families' targets giving them, or "
+                                           "every target giving a count the families miss (pixel-budget profiles: "
+                                           "every token grid of that many tokens)")
     # --- where and how ---
     results: str = setting("results", metavar="DIR", group="cluster", help="results directory")
     run_id: str | None = setting(None, metavar="ID", group="cluster", default_text="a new timestamped id",
@@ -135,6 +149,7 @@ class SweepSpec(Timing):
         out["families"] = list(self.families)
         out["tilings"] = [f"{r}x{c}" for r, c in self.tilings]
         out["crops"] = list(self.crops)
+        out["tokens"] = list(self.tokens)
         return out
 
     def measurement(self) -> dict[str, Any]:
@@ -142,12 +157,12 @@ class SweepSpec(Timing):
         return {name: getattr(self, name) for name in MEASUREMENT_FIELDS}
 
     def tiling_source(self) -> str:
-        """How the tilings are chosen: ``"explicit"`` (tilings and/or crops) or ``"families"``."""
-        return "explicit" if (self.tilings or self.crops) else "families"
+        """How the targets are chosen: ``"explicit"`` (tilings, crops and/or tokens) or ``"families"``."""
+        return "explicit" if (self.tilings or self.crops or self.tokens) else "families"
 
 
 MEASUREMENT_FIELDS = fields.measurement_fields(SweepSpec)
-SELECTION = ("families", "tilings", "crops")
+SELECTION = ("families", "tilings", "crops", "tokens")
 
 
 def build_spec(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
@@ -179,9 +194,6 @@ def check(spec: SweepSpec) -> list[str]:
     for fam in spec.families:
         if fam not in FAMILIES:
             problems.append(f"families: unknown family {fam!r}; allowed: {', '.join(FAMILIES)}")
-    if not spec.families and spec.tiling_source() == "families":
-        problems.append("families: empty and no tilings or crops given; name at least one of "
-                        f"{', '.join(FAMILIES)}, or pass --tilings/--crops")
     if spec.profile is not None and spec.profile not in PROFILES:
         problems.append(f"profile: unknown profile {spec.profile!r}; allowed: {', '.join(PROFILES)} "
                         "(or leave it out to use the model's own)")

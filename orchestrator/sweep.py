@@ -28,7 +28,7 @@ from orchestrator.spec import SweepSpec
 from store.manifest import Counts, Invocation, Manifest
 from store.runs import RunStore, new_run_id
 from tilesweep.errors import SpecError
-from tilings import Profile, get_profile
+from tilings import Scheme, get_profile, scheme_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
 
 
 def _plan(spec: SweepSpec, store: RunStore, manifest: Manifest | None,
-          profile: Profile) -> tuple[list[PlannedConfig], list[PlannedConfig]]:
+          profile: Scheme) -> tuple[list[PlannedConfig], list[PlannedConfig]]:
     """(every config of the spec, those without an ok result in the run)."""
     _check_profile(spec.run_id, manifest, profile)
     configs = plan(spec, profile)
@@ -110,12 +110,12 @@ def _plan(spec: SweepSpec, store: RunStore, manifest: Manifest | None,
     return configs, pending(configs, store.done())
 
 
-def known_profile(spec: SweepSpec, manifest: Manifest | None, *, default_host: bool) -> Profile | None:
+def known_profile(spec: SweepSpec, manifest: Manifest | None, *, default_host: bool) -> Scheme | None:
     """The tiling profile without starting a host: the spec's, the run's, or the registered model's."""
     if spec.profile is not None:
         return get_profile(spec.profile)
     if manifest is not None and manifest.profile:
-        return Profile(**manifest.profile)
+        return scheme_from_dict(manifest.profile)
     if default_host:
         from workers.models import MODELS  # imports torch: only for the registered models' profiles
 
@@ -124,7 +124,7 @@ def known_profile(spec: SweepSpec, manifest: Manifest | None, *, default_host: b
     return None  # a hub model: its processor config decides; ask the host
 
 
-def _check_profile(run_id: str, manifest: Manifest | None, profile: Profile) -> None:
+def _check_profile(run_id: str, manifest: Manifest | None, profile: Scheme) -> None:
     stored = manifest.profile if manifest is not None else None
     if stored and stored != profile_dict(profile):
         raise SpecError([f"run {run_id!r} was measured with profile {stored.get('name')!r} "
@@ -157,7 +157,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _begin(store: RunStore, manifest: Manifest | None, spec: SweepSpec, profile: Profile,
+def _begin(store: RunStore, manifest: Manifest | None, spec: SweepSpec, profile: Scheme,
            configs: list[PlannedConfig], command: str) -> Manifest:
     """Create or extend the manifest before any part of this invocation is written."""
     now = _now()

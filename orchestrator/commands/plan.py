@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
 import os
@@ -20,7 +19,7 @@ from orchestrator.plan import PlanRow, rows, select
 from orchestrator.spec import DEFAULT_FAMILIES, parse_crops
 from tilesweep.errors import UsageError
 from tilesweep.text import table
-from tilings import FAMILIES, PROFILES, Profile, crop_range, enumerate_tilings, parse_families, resolve_profile
+from tilings import BUDGET, FAMILIES, PROFILES, Scheme, crop_counts, enumerate_tilings, parse_families, resolve_profile
 
 FORMATS = ("table", "csv", "json")
 COLUMNS = ("tiling", "rows", "cols", "family", "height", "width", "crops", "image_tokens", "sequence_tokens")
@@ -30,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="molmo2", metavar="NAME|JSON",
                         help=f"tiling profile: {', '.join(PROFILES)}, or a preprocessor_config.json path "
                              "(default molmo2)")
-    parser.add_argument("--family", default=",".join(DEFAULT_FAMILIES), metavar="LIST",
-                        help=f"comma-separated tiling families from {', '.join(FAMILIES)} "
-                             f"(default {','.join(DEFAULT_FAMILIES)})")
+    parser.add_argument("--family", metavar="LIST",
+                        help=f"comma-separated tiling families from {', '.join(FAMILIES)} (default: the profile's "
+                             f"own, {','.join(DEFAULT_FAMILIES)} for grid profiles)")
     parser.add_argument("--crops", metavar="LIST",
                         help="comma-separated crop counts (global crop included): keep the families' tilings with "
                              "these counts and add every tiling of a count the families miss, as `run --crops` does")
@@ -41,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
 
 
-def build_plan(profile: Profile, families: list[str], crops: Iterable[int] = (),
+def build_plan(profile: Scheme, families: list[str], crops: Iterable[int] = (),
                image_tokens: int | None = None) -> list[PlanRow]:
     """The plan's rows, by crop count, then image tokens, then tiling.
 
@@ -49,6 +48,8 @@ def build_plan(profile: Profile, families: list[str], crops: Iterable[int] = (),
         UsageError: an unreachable crop count or a non-positive `image_tokens`.
     """
     planned = rows(select(profile, families, crops=crops), profile)
+    if not planned:
+        return []
     if image_tokens is not None:
         if image_tokens < 1:
             raise UsageError(f"--image-tokens must be a positive number of image tokens, got {image_tokens}")
@@ -57,11 +58,11 @@ def build_plan(profile: Profile, families: list[str], crops: Iterable[int] = (),
     return sorted(planned, key=lambda r: (r.crops, r.image_tokens, r.tiling))
 
 
-def coverage(profile: Profile, families: list[str]) -> tuple[list[int], list[int]]:
-    """(crop counts the families reach, counts of 2..max_crops+1 they cannot reach)."""
-    reached = {t.crops for t, _ in enumerate_tilings(profile, families)}
-    covered = [n for n in crop_range(profile) if n in reached]
-    return covered, [n for n in crop_range(profile) if n not in reached]
+def coverage(profile: Scheme, families: list[str]) -> tuple[list[int], list[int]]:
+    """(crop counts the families reach, reachable counts they miss)."""
+    reached = {profile.target_geometry(t).crops for t, _ in enumerate_tilings(profile, families)}
+    every = crop_counts(profile)
+    return [n for n in every if n in reached], [n for n in every if n not in reached]
 
 
 def _spans(counts: Iterable[int]) -> str:
@@ -75,7 +76,11 @@ def _spans(counts: Iterable[int]) -> str:
     return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in spans) or "none"
 
 
-def coverage_line(profile: Profile, families: list[str]) -> str:
+def coverage_line(profile: Scheme, families: list[str]) -> str:
+    if profile.kind == BUDGET:
+        tokens = sorted(profile.target_geometry(t).image_tokens for t, _ in enumerate_tilings(profile, families))
+        return (f"image tokens covered by {','.join(families)} (profile {profile.name}, a pixel budget without crops): "
+                f"{tokens[0]} to {tokens[-1]}")
     covered, unreachable = coverage(profile, families)
     return (f"crop counts covered by {','.join(families)} (profile {profile.name}): {_spans(covered)}; "
             f"not reachable with these families: {_spans(unreachable)}")
@@ -96,10 +101,9 @@ def format_csv(planned: list[PlanRow]) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def format_json(planned: list[PlanRow], profile: Profile, families: list[str]) -> str:
+def format_json(planned: list[PlanRow], profile: Scheme, families: list[str]) -> str:
     covered, unreachable = coverage(profile, families)
-    doc = {"profile": {**dataclasses.asdict(profile), "overlap_margins": list(profile.overlap_margins),
-                       "pooling": list(profile.pooling)},
+    doc = {"profile": profile.to_dict(),
            "families": families, "coverage": {"covered": covered, "unreachable": unreachable},
            "rows": [r.as_dict() for r in planned]}
     return json.dumps(doc, indent=2)
@@ -107,7 +111,7 @@ def format_json(planned: list[PlanRow], profile: Profile, families: list[str]) -
 
 def main(args: argparse.Namespace) -> int:
     profile = resolve_profile(args.profile)
-    families = parse_families(args.family)
+    families = parse_families(args.family if args.family is not None else profile.default_families, profile)
     try:
         crops = parse_crops("--crops", args.crops) if args.crops else ()
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""`tilesweep status`: per crop count and per tiling, what a run has done, failed and still misses.
+"""`tilesweep status`: per crop count (or token count) and per tiling, what a run has done, failed and still misses.
 
 "Planned" is every config any `run` or `fill` of the run planned (kept in its
 manifest); a config is done when an attempt is ok, failed when its latest attempt
@@ -22,6 +22,7 @@ from store.invariant import InvariantReport, check
 from store.runs import RunStore, latest_run, list_runs
 from tilesweep.errors import ResultsError, UsageError
 from tilesweep.text import table
+from tilings import BUDGET, scheme_from_dict
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_status(results: str, run_id: str | None) -> dict[str, Any]:
-    """``{"run_id", "by_crops": {n: counts}, "by_tiling": {label: counts}, "total": counts}``.
+    """``{"run_id", "axis", "by_axis": {n: counts}, "by_tiling": {label: counts}, "total": counts}``.
+
+    The axis is the crop count, or for a pixel-budget profile (no crops) the image-token count.
 
     Raises:
         UsageError: no run under `results`, or no such run id.
@@ -49,22 +52,36 @@ def run_status(results: str, run_id: str | None) -> dict[str, Any]:
         raise ResultsError(f"no run {run_id!r} under {results!r}; runs there: {known}; pass one of them to "
                          "--run-id, or leave it out for the latest")
     outcomes = store.outcomes()
-    by_crops: dict[int, dict[str, int]] = defaultdict(_zero)
+    # A pixel-budget scheme has one image per config: its axis is tokens, not crops.
+    axis = "image_tokens" if _kind(manifest.profile) == BUDGET else "crops"
+    by_axis: dict[int, dict[str, int]] = defaultdict(_zero)
     by_tiling: dict[str, dict[str, Any]] = {}
     total = _zero()
+    sizes = defaultdict(set)
+    for entry in manifest.planned.values():
+        sizes[entry.tiling].add((entry.height, entry.width))
     for cid, entry in manifest.planned.items():
         outcome = outcomes.get(cid)
         state = "missing" if outcome is None else ("done" if outcome.status == "ok" else "failed")
-        for counts in (by_crops[entry.crops], total):
+        for counts in (by_axis[getattr(entry, axis)], total):
             counts["planned"] += 1
             counts[state] += 1
-        row = by_tiling.setdefault(entry.tiling, {"crops": entry.crops, "family": entry.family,
-                                                  "image_tokens": entry.image_tokens, **_zero()})
+        # A target measured at several sizes (LLaVA's unpad family) gets a row per size.
+        key = entry.tiling if len(sizes[entry.tiling]) == 1 else f"{entry.tiling}@{entry.height}x{entry.width}"
+        row = by_tiling.setdefault(key, {"crops": entry.crops, "family": entry.family,
+                                         "image_tokens": entry.image_tokens, **_zero()})
         row["planned"] += 1
         row[state] += 1
     return {"run_id": run_id, "model": manifest.spec.get("model"),
-            "profile": manifest.profile_name, "by_crops": dict(sorted(by_crops.items())),
-            "by_tiling": dict(sorted(by_tiling.items(), key=lambda kv: (kv[1]["crops"], kv[0]))), "total": total}
+            "profile": manifest.profile_name, "axis": axis, "by_axis": dict(sorted(by_axis.items())),
+            "by_tiling": dict(sorted(by_tiling.items(), key=lambda kv: (kv[1][axis], kv[0]))), "total": total}
+
+
+def _kind(profile: dict[str, Any]) -> str | None:
+    try:
+        return scheme_from_dict(profile).kind if profile else None
+    except UsageError:
+        return None
 
 
 def _zero() -> dict[str, int]:
@@ -75,8 +92,9 @@ def format_status(status: dict[str, Any]) -> str:
     t = status["total"]
     lines = [f"run {status['run_id']} ({status['model']}, profile {status['profile']}): "
              f"{t['done']}/{t['planned']} done, {t['failed']} failed, {t['missing']} missing", ""]
-    lines.append(table(["crops", "planned", "done", "failed", "missing"],
-                       [[n, c["planned"], c["done"], c["failed"], c["missing"]] for n, c in status["by_crops"].items()]))
+    axis = "crops" if status["axis"] == "crops" else "img_tok"
+    lines.append(table([axis, "planned", "done", "failed", "missing"],
+                       [[n, c["planned"], c["done"], c["failed"], c["missing"]] for n, c in status["by_axis"].items()]))
     lines.append("")
     lines.append(table(["tiling", "family", "crops", "img_tok", "done", "failed", "missing"],
                        [[k, r["family"], r["crops"], r["image_tokens"], r["done"], r["failed"], r["missing"]]

@@ -122,3 +122,16 @@ def test_plan_separability_from_tilings_alone(profile, families, separable):
         assert 9 in sep.shared_crops  # 1x8 and 2x4 (both profiles)
     else:
         assert sep.condition > latency_model.MAX_CONDITION
+
+
+@pytest.mark.parametrize("profile, families, separable, note", [
+    ("internvl3", None, False, "fixed linear function of the crops"),  # 256 tokens per crop, + 2
+    ("qwen2.5-vl", None, False, "never crops"),  # one image: tokens are the only axis
+    ("llava-onevision", None, True, ""),  # unpadding and the anyres cap decouple tokens from crops
+    ("llava-onevision", ["unpad"], True, ""),  # same crops, fewer tokens
+    ("molmo2", ["1xk", "2xk", "kx1"], True, ""),
+])
+def test_separability_is_per_scheme_and_says_why_not(profile, families, separable, note):
+    sep = latency_model.plan_separability(profile, families)
+    assert sep.separable is separable
+    assert (note in sep.note) if note else sep.note == ""

@@ -12,7 +12,7 @@ from pathlib import Path
 from orchestrator import cli
 from orchestrator import spec as specs
 from orchestrator.commands import fill, run, status
-from orchestrator.plan import plan, select_tilings
+from orchestrator.plan import plan, select_points
 from orchestrator.resume import fill_spec, resolve
 from orchestrator.spec import build_spec
 from store.manifest import Manifest
@@ -20,7 +20,7 @@ from store.runs import RunStore
 from tilings import PROFILES, Tiling, tiling_geometry
 
 RUN_FLAGS = {"--spec", "--model", "--revision", "--trust-remote-code", "--profile", "--dtype", "--attn-implementation",
-             "--family", "--tilings", "--crops", "--warmup", "--repeats", "--min-duration", "--decode-tokens",
+             "--family", "--tilings", "--crops", "--tokens", "--warmup", "--repeats", "--min-duration", "--decode-tokens",
              "--block-spans", "--seed", "--workers", "--gpus-per-worker", "--results", "--run-id", "--address",
              "--max-attempts", "--config-timeout", "--start-timeout"}
 
@@ -82,7 +82,7 @@ def test_fill_plans_only_what_it_is_given(tmp_path, make_records):
     for argv in (["--crops", "7"], ["--crops", "7", "--family", "2xk"], ["--tilings", "3x2"]):
         args = cli.build_parser().parse_args(["fill", "--results", str(tmp_path), *argv])
         seen.append(fill_spec(args.spec, specs.given(args)))
-    chosen = [sorted(t for t, _ in select_tilings(spec, PROFILES["molmo2"])) for spec in seen]
+    chosen = [sorted(p.tiling for p in select_points(spec, PROFILES["molmo2"])) for spec in seen]
     assert chosen == [[(1, 6), (2, 3), (3, 2), (6, 1)], [(2, 3)], [(3, 2)]]
     assert all(spec.run_id == "r1" and spec.model == "tiny-molmo2" for spec in seen)
 
@@ -131,9 +131,9 @@ def test_status_counts_per_crop_count_and_tiling(tmp_path, make_records, capsys)
     write_run(tmp_path, make_records)
     report = status.run_status(str(tmp_path), None)
     assert report["total"] == {"planned": 8, "done": 4, "failed": 1, "missing": 3}
-    assert report["by_crops"][3] == {"planned": 1, "done": 1, "failed": 0, "missing": 0}
-    assert report["by_crops"][6] == {"planned": 1, "done": 0, "failed": 1, "missing": 0}
-    assert report["by_crops"][9] == {"planned": 1, "done": 0, "failed": 0, "missing": 1}
+    assert report["by_axis"][3] == {"planned": 1, "done": 1, "failed": 0, "missing": 0}
+    assert report["by_axis"][6] == {"planned": 1, "done": 0, "failed": 1, "missing": 0}
+    assert report["by_axis"][9] == {"planned": 1, "done": 0, "failed": 0, "missing": 1}
     assert report["by_tiling"]["1x5"]["failed"] == 1 and report["by_tiling"]["1x8"]["missing"] == 1
     assert cli.main(["status", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from orchestrator.plan import config_id, cost, pending, plan, select_tilings
+from orchestrator.plan import config_id, cost, pending, plan, select_points
 from orchestrator.spec import SweepSpec, build_spec
 from tilesweep.errors import UsageError
 from tilings import PROFILES, Tiling, enumerate_tilings, resolution_for, tiling_geometry, tilings_for_crops
@@ -77,27 +77,27 @@ def test_longest_first_by_cost():
 
 
 def test_crops_without_families_select_every_tiling_giving_them():
-    spec = dataclasses.replace(build_spec(None, {"crops": "3,6,9,12"}), families=())  # as `fill` plans
-    chosen = [t for t, _ in select_tilings(spec, V1)]
+    spec = dataclasses.replace(build_spec(None, {"crops": "3,6,9,12"}), families=("all",))  # as `fill` plans
+    chosen = [p.tiling for p in select_points(spec, V1)]
     expected = [t for n in (3, 6, 9, 12) for t in tilings_for_crops(n, V1)]
     assert sorted(chosen) == sorted(expected)
     assert {(1, 11), (11, 1), (2, 4), (4, 2), (1, 8), (8, 1)} <= set(chosen)
     family_of = dict(enumerate_tilings(V1, ("1xk", "2xk", "kx1", "all")))
-    assert all(f == family_of[t] for t, f in select_tilings(spec, V1))
+    assert all(p.family == family_of[p.tiling] for p in select_points(spec, V1))
 
 
 def test_crops_with_families_keep_the_families_tilings_or_take_all_of_a_missing_count():
     # 7 crops: the default families give 1x6, 2x3, 6x1 (not 3x2); 2xk does not reach 4 crops (2x1.5).
-    chosen = [t for t, _ in select_tilings(build_spec(None, {"crops": "7"}), MOLMO2)]
+    chosen = [p.tiling for p in select_points(build_spec(None, {"crops": "7"}), MOLMO2)]
     assert sorted(chosen) == [(1, 6), (2, 3), (6, 1)]
-    chosen = [t for t, _ in select_tilings(build_spec(None, {"crops": "4,7", "families": "2xk"}), MOLMO2)]
+    chosen = [p.tiling for p in select_points(build_spec(None, {"crops": "4,7", "families": "2xk"}), MOLMO2)]
     assert sorted(chosen) == sorted([*tilings_for_crops(4, MOLMO2), (2, 3)])
     assert sorted(chosen) == [(1, 3), (2, 3), (3, 1)]
 
 
 def test_tilings_and_crops_together_are_a_union_without_repeats():
     spec = build_spec(None, {"tilings": "1x2,3x2", "crops": "3"})
-    assert [t for t, _ in select_tilings(spec, MOLMO2)] == [(1, 2), (3, 2), (2, 1)]
+    assert [p.tiling for p in select_points(spec, MOLMO2)] == [(1, 2), (3, 2), (2, 1)]
 
 
 @pytest.mark.parametrize("overrides, needle", [
@@ -114,3 +114,16 @@ def test_pending_subtracts_done_and_keeps_the_order():
     done = {configs[0].config_id, configs[5].config_id}
     left = pending(configs, done)
     assert [c.config_id for c in left] == [c.config_id for i, c in enumerate(configs) if i not in (0, 5)]
+
+
+def test_family_all_keeps_the_family_each_tiling_belongs_to():
+    labels = {c.label(): c.family for c in plan(SweepSpec(families=("all",)), MOLMO2)}
+    assert (labels["1x3"], labels["2x2"], labels["3x1"], labels["1x1"]) == ("1xk", "2xk", "kx1", "1xk")
+    assert labels["3x2"] == "all" and labels["2x3"] == "2xk"  # only 3x2 belongs to no row or column family
+    assert len(labels) == len(MOLMO2.targets())
+
+
+def test_no_families_named_means_the_profiles_own():
+    assert {c.tiling for c in plan(SweepSpec(), MOLMO2)} == {c.tiling for c in plan(
+        SweepSpec(families=("1xk", "2xk", "kx1")), MOLMO2)}
+    assert SweepSpec().families == () and MOLMO2.default_families == ("1xk", "2xk", "kx1")

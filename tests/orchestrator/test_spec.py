@@ -11,7 +11,8 @@ from tilesweep.errors import UsageError
 def test_defaults_are_the_embedded_sweep():
     spec = build_spec()
     assert spec == SweepSpec()
-    assert (spec.model, spec.families, spec.results, spec.run_id) == ("tiny-molmo2", ("1xk", "2xk", "kx1"), "results", None)
+    # No families named: the profile's own defaults (1xk, 2xk, kx1 for a grid profile; see test_plan).
+    assert (spec.model, spec.families, spec.results, spec.run_id) == ("tiny-molmo2", (), "results", None)
     assert spec.tiling_source() == "families"
 
 
@@ -55,7 +56,7 @@ def test_every_problem_gets_its_own_line(tmp_path):
     ({"repeats": 2.5}, "repeats: must be an integer, got 2.5"),
     ({"block_spans": "yes"}, "block_spans: must be true or false"),
     ({"crops": "3,0"}, "crops: crop counts must be >= 1, got 0"),
-    ({"families": ""}, "families: empty and no tilings or crops given"),
+    ({"tokens": "256,0"}, "tokens: token counts must be >= 1, got 0"),
 ])
 def test_bad_values_name_the_value_and_the_fix(overrides, needle):
     with pytest.raises(SpecError) as info:

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.tilesweep-installed
 
-.PHONY: install sweep test bench clean
+.PHONY: install sweep test bench gpu-deps clean
 
 install: $(STAMP)
 
@@ -24,6 +24,20 @@ test: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# Wheels for benchmarks/gpu_check.sh on a GPU machine without network: transformers (this
+# environment's version) and what it imports, and nvidia-ml-py, for that machine's Python
+# (GPU_PYTHON_VERSION) on x86-64 Linux. Its torch and torchvision bring numpy, so numpy stays out.
+GPU_PYTHON_VERSION ?= 3.12
+WHEELS ?= .whl
+gpu-deps: install
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+		--python-version $(GPU_PYTHON_VERSION) --implementation cp --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d $(WHEELS) \
+		"transformers==$$($(BIN)/python -c 'import transformers; print(transformers.__version__)')" nvidia-ml-py
+	rm -f $(WHEELS)/numpy-*.whl
+	@ls $(WHEELS) | wc -l | xargs -I{} echo "gpu-deps: {} wheels in $(WHEELS) for Python $(GPU_PYTHON_VERSION)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,66 +1,103 @@
 #!/usr/bin/env bash
-# GPU check, one prepared run for a bare GPU machine: benchmarks/gpu_check.sh OUTDIR
+# GPU check, one prepared run for a bare GPU machine: benchmarks/gpu_check.sh [--cpu-smoke] OUTDIR
 #
-# Needs only python with torch and transformers (no ray, polars, pyarrow, no network).
-# Runs tilesweep from this source tree (PYTHONPATH), not from an install. If this
-# transformers predates Molmo2 (or torchvision is missing), the wheels in .whl/ at the
-# repository root (or TILESWEEP_WHEELS) are installed into a private folder first; without them it stops
-# with one line. Writes OUTDIR/records.json, summary.json and summary.txt.
-# Without CUDA it runs the tiny model with fewer repeats (a smoke test for CI).
+# Needs only a python with torch and torchvision (no ray, polars, pip or network): every
+# other package comes from the wheels `make gpu-deps` put in .whl/ at the repository root
+# (or TILESWEEP_WHEELS), unpacked into a private folder that goes first on PYTHONPATH.
+# Runs tilesweep from this source tree. Stops with one line, before measuring anything,
+# when a package is missing (exit 3) or there is no usable CUDA device and --cpu-smoke
+# is not given (exit 4). Writes OUTDIR/records.json, summary.json, summary.txt and
+# records.parquet (see benchmarks/gpu_check.py), then runs the tests marked gpu.
 set -euo pipefail
 
-if [ "$#" -ne 1 ]; then
-    echo "usage: $0 OUTDIR" >&2
-    exit 2
-fi
+usage() { echo "usage: $0 [--cpu-smoke] OUTDIR" >&2; exit 2; }
+SMOKE=""
+OUT=""
+for arg in "$@"; do
+    case "$arg" in
+        --cpu-smoke) SMOKE="--cpu-smoke" ;;
+        -*) usage ;;
+        *) [ -z "$OUT" ] || usage; OUT="$arg" ;;
+    esac
+done
+[ -n "$OUT" ] || usage
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-OUT="$1"
 PY="${PYTHON:-python3}"
 WHEELS="${TILESWEEP_WHEELS:-$ROOT/.whl}"
-mkdir -p "$OUT"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 
-# One interpreter start per check: 0 ready, 3 no torch/transformers, 4 no Molmo2 or torchvision.
-probe() {
-    "$PY" - <<'PYEOF'
-import sys
-try:
-    import torch, transformers
-except Exception as exc:
-    print(f"gpu_check: {type(exc).__name__}: {exc}", file=sys.stderr)
-    sys.exit(3)
-try:
-    import torchvision, transformers.models.molmo2
-except Exception:
-    print(transformers.__version__)
-    sys.exit(4)
-print(f"gpu_check: torch {torch.__version__}, transformers {transformers.__version__}, cuda {torch.cuda.is_available()}")
-if tuple(int(p) for p in transformers.__version__.split(".")[:2] if p.isdigit()) < (5, 24):
-    print(f"gpu_check: warning: transformers {transformers.__version__} is older than 5.24, the version tilesweep "
-          "is tested with", file=sys.stderr)
-PYEOF
-}
-
-status=0
-report="$(probe)" || status=$?
-if [ "$status" -eq 4 ] && compgen -G "$WHEELS/*.whl" >/dev/null; then
+DEPS=""
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
     DEPS="$(mktemp -d)"
     trap 'rm -rf "$DEPS"' EXIT
-    echo "gpu_check: installing the wheels in $WHEELS into $DEPS" >&2
-    "$PY" -m pip install --quiet --no-index --no-deps --target "$DEPS" "$WHEELS"/*.whl
-    export PYTHONPATH="$ROOT:$DEPS${PYTHONPATH#"$ROOT"}"
-    status=0
-    report="$(probe)" || status=$?
+    # A wheel is a zip of the installed files: unpacking is installing, minus scripts.
+    for wheel in "$WHEELS"/*.whl; do
+        "$PY" -m zipfile -e "$wheel" "$DEPS"
+    done
 fi
-case "$status" in
-    0) echo "$report" ;;
-    3) echo "gpu_check: $PY cannot import torch and transformers; run it with a python that has both (PYTHON=...)" >&2
-       exit 3 ;;
-    4) echo "gpu_check: transformers $report has no Molmo2 or torchvision is missing; put a transformers>=5.24 wheel (and torchvision matching torch) in the wheel folder and rerun" >&2
-       exit 3 ;;
-    *) echo "gpu_check: the environment check failed (exit $status)" >&2
-       exit 3 ;;
-esac
+export PYTHONPATH="$ROOT${DEPS:+:$DEPS}${PYTHONPATH:+:$PYTHONPATH}"
 
-exec "$PY" "$ROOT/benchmarks/gpu_check.py" "$OUT"
+# Every missing or mismatched package, named on one line.
+SMOKE="$SMOKE" "$PY" - <<'PYEOF' || exit $?
+import os, sys
+missing, notes = [], []
+try:
+    import torch
+except Exception as exc:
+    print(f"gpu_check: {sys.executable} cannot import torch ({type(exc).__name__}: {exc}); run it with a python "
+          "that has torch (PYTHON=...)", file=sys.stderr)
+    sys.exit(3)
+major, minor = (int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+try:
+    import torchvision
+    tv = tuple(int(p) for p in torchvision.__version__.split("+")[0].split(".")[:2])
+    # torchvision 0.(m+15) is built for torch 2.m; a mismatched pair fails inside its C++ ops.
+    if major == 2 and tv != (0, minor + 15):
+        missing.append(f"torchvision 0.{minor + 15} for torch {torch.__version__} (found {torchvision.__version__})")
+    else:
+        torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+except Exception as exc:
+    missing.append(f"a torchvision that matches torch {torch.__version__} ({type(exc).__name__}: "
+                   f"{' '.join(str(exc).split())[:120]})")
+try:
+    import transformers
+    found = tuple(int(p) for p in transformers.__version__.split(".")[:2] if p.isdigit())
+    if found < (5, 24):
+        missing.append(f"transformers>=5.24 (found {transformers.__version__})")
+    else:
+        import transformers.models.molmo2  # noqa: F401  (the first model measured)
+except Exception as exc:
+    missing.append(f"transformers>=5.24 ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})")
+cuda = torch.cuda.is_available()
+if cuda:
+    try:
+        import pynvml  # noqa: F401
+    except Exception:
+        missing.append("nvidia-ml-py (energy, clocks and the GPU's UUID)")
+if missing:
+    print(f"gpu_check: missing: {'; '.join(missing)}; run `make gpu-deps` on a machine with network and carry "
+          ".whl to this one (see the README)", file=sys.stderr)
+    sys.exit(3)
+if not cuda and not os.environ.get("SMOKE"):
+    print(f"gpu_check: no usable CUDA device (torch {torch.__version__}, built for CUDA {torch.version.cuda}, "
+          "sees none); run it on a GPU machine, or pass --cpu-smoke for the CPU smoke test", file=sys.stderr)
+    sys.exit(4)
+if cuda:
+    try:
+        (torch.ones(1, device="cuda") + 1).item()
+    except Exception as exc:
+        print(f"gpu_check: the CUDA device does not work ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})",
+              file=sys.stderr)
+        sys.exit(4)
+PYEOF
+
+mkdir -p "$OUT"
+status=0
+"$PY" "$ROOT/benchmarks/gpu_check.py" $SMOKE "$OUT" || status=$?
+if [ -z "$SMOKE" ] && "$PY" -c "import pytest" 2>/dev/null; then
+    # The tests that need CUDA (device streams, energy), where there is one.
+    (cd "$ROOT" && "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/workers/test_timers.py \
+        tests/workers/test_host.py) >"$OUT/gpu_tests.txt" 2>&1 || echo "gpu_check: tests marked gpu failed: see $OUT/gpu_tests.txt" >&2
+    tail -n 1 "$OUT/gpu_tests.txt"
+fi
+exit "$status"

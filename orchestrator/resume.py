@@ -21,7 +21,7 @@ from store.runs import RunStore, latest_run
 from tilesweep.errors import SpecError, UsageError
 
 # Where a run ran last time is not part of the run: a resume uses this invocation's.
-_NOT_RESUMED = ("address", "workers", "gpus_per_worker", "run_id", "results")
+_NOT_RESUMED = ("address", "workers", "gpus_per_worker", "share_gpus", "run_id", "results")
 
 
 def resolve(spec_file: str | Path | None, given: Mapping[str, Any], *, fill: bool = False) -> SweepSpec:

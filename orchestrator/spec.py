@@ -133,7 +133,10 @@ class SweepSpec(Timing):
     workers: int | None = setting(None, minimum=1, metavar="N", group="cluster",
                                   default_text="one per GPU, or 2 CPU actors without GPUs", help="host actors")
     gpus_per_worker: float | None = setting(None, minimum=0, metavar="G", group="cluster",
-                                            default_text="1 with GPUs; 0 forces CPU actors", help="GPUs per actor")
+                                            default_text="1 with GPUs; 0 forces CPU actors",
+                                            help="GPUs per actor; below 1 needs --share-gpus")
+    share_gpus: bool = setting(False, group="cluster",
+                               help="allow --gpus-per-worker below 1: actors then share a GPU and their timings mix")
     address: str | None = setting(None, metavar="ADDRESS", group="cluster", default_text="a local cluster",
                                   help="Ray cluster address (host:port, ray://host:port, auto)")
     max_attempts: int = setting(3, minimum=1, metavar="N", group="cluster",
@@ -200,6 +203,10 @@ def check(spec: SweepSpec) -> list[str]:
     if spec.run_id is not None and not _RUN_ID.match(spec.run_id):
         problems.append(f"run_id: {spec.run_id!r} must be letters, digits, '.', '_' or '-' "
                         "(no '/', at most 128 characters)")
+    if spec.gpus_per_worker is not None and 0 < spec.gpus_per_worker < 1 and not spec.share_gpus:
+        problems.append(f"gpus_per_worker: {spec.gpus_per_worker:g} puts several actors on one GPU, where each "
+                        "times the others' work too; use 1 (or 0 for CPU actors), or pass --share-gpus to accept "
+                        "mixed timings")
     if not spec.results.strip():
         problems.append("results: empty; give a directory, e.g. results")
     return problems

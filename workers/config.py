@@ -17,7 +17,8 @@ from tilesweep.fields import setting
 
 @dataclass(kw_only=True, frozen=True, slots=True)
 class Timing:
-    """How each config is timed. All of it defines the measurement (and so the config id)."""
+    """How each config is timed. All of it but ``energy_s`` (read after the timings) defines the measurement
+    (and so the config id)."""
 
     warmup: int = setting(1, minimum=0, metavar="N", group="timing", measurement=True,
                           help="untimed repeats per config, after the timed cold start")
@@ -30,6 +31,9 @@ class Timing:
                                  help="tokens decoded after the prefill (gives time to first token and per token)")
     block_spans: bool = setting(False, group="timing", measurement=True,
                                 help="also time every LLM and vision block (two more hooks per block)")
+    energy_s: float = setting(1.0, minimum=0, flag="--energy", metavar="SECONDS", group="timing",
+                              help="on GPUs with NVML: seconds of back-to-back un-hooked forwards per config, after "
+                                   "the timed repeats, for joules per forward and mean power (0: off)")
     seed: int = setting(0, minimum=0, metavar="N", group="timing", measurement=True,
                         help="seed of the synthetic image (and of random weights)")
 

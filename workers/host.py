@@ -1,6 +1,6 @@
 """`ModelHost`: load a model once, then measure any number of configurations.
 
-Each timed repeat is, back to back on the same inputs:
+Each timed repeat is, on the same inputs:
 
 1. the processor on the image (CPU, ``t_preprocess_ms``);
 2. one forward with hook timers (stage spans and ``t_total_ms``);
@@ -8,17 +8,24 @@ Each timed repeat is, back to back on the same inputs:
    (``t_prefill_step_ms``, then decode steps when asked): the subtraction baseline,
    ``t_llm_sub_ms = t_prefill_step_ms - t_vision_only_ms``.
 
-Interleaving the two methods within every repeat makes drift (clocks, heat) hit
-both alike. One synchronize follows each timed call; marks are read after it.
+Steps 2 and 3 swap places every repeat (``hooked_first``): interleaving the two
+methods makes drift (clocks, heat) hit both alike, and alternating their order
+keeps either from always running right after the processor's idle gap on the GPU.
+One synchronize follows each timed call; marks are read after it.
+
+With NVML on a GPU, back-to-back un-hooked forwards after the timed repeats give
+the energy per forward and the mean power (``energy_s`` seconds of them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,6 +91,8 @@ class ModelHost:
             "dtype": str(self.dtype).removeprefix("torch."),
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
             "hostname": host_info()["hostname"],
+            "gpu_uuid": self.probe.uuid(),
+            "mig_enabled": self.probe.mig_enabled(),
         }
 
     def describe(self) -> dict[str, Any]:
@@ -107,7 +116,7 @@ class ModelHost:
         started = _now()
         try:
             faults.at_config_start(config.tiling_rows, config.tiling_cols, config.attempt)
-            with torch.inference_mode():
+            with torch.inference_mode(), _on_device(self.device):
                 return self._measure(config, started)
         except Exception as exc:  # any per-config failure becomes a row; the host stays usable
             failure = (type(exc).__name__, str(exc) or repr(exc))
@@ -138,16 +147,18 @@ class ModelHost:
         prepared = prepared_cpu.to(self.device, self.dtype)
         timer = HookTimer(self.clock, self.modules, block_spans=config.block_spans)
 
+        load = _load_average()
         gpu_start = self.probe.sample()
         reset_peak_memory(self.device)
         cold_ms = self._cold_start(prepared, config)
-        for _ in range(config.warmup):
-            self._repeat(image, prepared, timer, config)
+        for i in range(config.warmup):
+            self._repeat(image, prepared, timer, config, hooked_first=i % 2 == 0)
         samples: list[dict[str, Any]] = []
         began = time.perf_counter()
         while len(samples) < config.repeats or time.perf_counter() - began < config.min_duration_s:
-            samples.append(self._repeat(image, prepared, timer, config))
+            samples.append(self._repeat(image, prepared, timer, config, hooked_first=len(samples) % 2 == 0))
         peak = peak_memory_bytes(self.device)
+        energy = self._energy(prepared, config)
         gpu_end = self.probe.sample()
         finished = _now()
         del prepared
@@ -162,6 +173,8 @@ class ModelHost:
             sm_clock_start_mhz=gpu_start["sm_clock_mhz"], sm_clock_end_mhz=gpu_end["sm_clock_mhz"],
             temperature_start_c=gpu_start["temperature_c"], temperature_end_c=gpu_end["temperature_c"],
             power_start_w=gpu_start["power_w"], power_end_w=gpu_end["power_w"],
+            load_avg_1m=load,
+            **energy,
             started_at=started, finished_at=finished,
             extra=self._extra(prepared_cpu),
         )
@@ -183,26 +196,53 @@ class ModelHost:
         del out
         return clock.elapsed_ms(start, end)
 
-    def _repeat(self, image: Any, prepared: Prepared, timer: HookTimer, config: MeasureConfig) -> dict[str, Any]:
+    def _repeat(self, image: Any, prepared: Prepared, timer: HookTimer, config: MeasureConfig, *,
+                hooked_first: bool) -> dict[str, Any]:
         faults.in_measured_region(config.tiling_rows, config.tiling_cols, config.attempt)
-        clock, model, kwargs = self.clock, self.model, self._forward_kwargs(prepared, config)
+        kwargs = self._forward_kwargs(prepared, config)
 
         t0 = time.perf_counter_ns()
         self.inputs.process(image)
         preprocess_ms = (time.perf_counter_ns() - t0) / 1e6
 
-        # Hook method: one forward, stage spans from hooks.
+        if hooked_first:
+            hooked = self._hooked(kwargs, timer)
+            plain = self._unhooked(kwargs, prepared, config)
+        else:
+            plain = self._unhooked(kwargs, prepared, config)
+            hooked = self._hooked(kwargs, timer)
+        return {"t_preprocess_ms": preprocess_ms, **hooked, **plain, "hooked_first": hooked_first}
+
+    def _hooked(self, kwargs: dict[str, Any], timer: HookTimer) -> dict[str, Any]:
+        """Hook method: one forward, stage spans from hooks."""
+        clock = self.clock
         clock.reset()
         with timer.attached():
             start = clock.mark()
-            out = model(**kwargs)
+            out = self.model(**kwargs)
             end = clock.mark()
         clock.synchronize()
         stages = timer.read()
         total_ms = clock.elapsed_ms(start, end)
         del out
+        vision = stages.ms["vision"]
+        return {
+            # Every stage's time is its own: a projector inside the vision module is taken out of vision.
+            "t_vision_ms": (vision - (stages.ms["projector"] or 0.0)
+                            if self.module_map.projector_within_vision and vision is not None else vision),
+            "t_projector_ms": stages.ms["projector"],
+            "t_llm_prefill_ms": stages.ms["llm_prefill"],
+            "t_lm_head_ms": stages.ms["lm_head"],
+            "t_total_ms": total_ms,
+            "vision_calls": stages.calls["vision"],
+            "projector_calls": stages.calls["projector"],
+            "t_llm_blocks_ms": stages.llm_blocks_ms,
+            "t_vision_blocks_ms": stages.vision_blocks_ms,
+        }
 
-        # Subtraction method: the vision path alone, then a whole un-hooked prefill step.
+    def _unhooked(self, kwargs: dict[str, Any], prepared: Prepared, config: MeasureConfig) -> dict[str, Any]:
+        """Subtraction method: the vision path alone, then a whole un-hooked prefill step (and decode)."""
+        clock, model = self.clock, self.model
         clock.reset()
         start = clock.mark()
         self.inputs.vision_only(model, prepared.vision)
@@ -227,27 +267,39 @@ class ModelHost:
             ttft_ms = clock.elapsed_ms(start, first)
             tpot_ms = clock.elapsed_ms(first, last) / config.decode_tokens
         del out
-
         return {
-            "t_preprocess_ms": preprocess_ms,
-            # Every stage's time is its own: a projector inside the vision module is taken out of vision.
-            "t_vision_ms": (stages.ms["vision"] - (stages.ms["projector"] or 0.0)
-                            if self.module_map.projector_within_vision and stages.ms["vision"] is not None
-                            else stages.ms["vision"]),
-            "t_projector_ms": stages.ms["projector"],
-            "t_llm_prefill_ms": stages.ms["llm_prefill"],
-            "t_lm_head_ms": stages.ms["lm_head"],
-            "t_total_ms": total_ms,
-            "vision_calls": stages.calls["vision"],
-            "projector_calls": stages.calls["projector"],
             "t_prefill_step_ms": prefill_ms,
             "t_vision_only_ms": vision_only_ms,
             "t_llm_sub_ms": prefill_ms - vision_only_ms,
             "t_ttft_ms": ttft_ms,
             "t_tpot_ms": tpot_ms,
-            "t_llm_blocks_ms": stages.llm_blocks_ms,
-            "t_vision_blocks_ms": stages.vision_blocks_ms,
         }
+
+    def _energy(self, prepared: Prepared, config: MeasureConfig) -> dict[str, Any]:
+        """Joules per un-hooked forward and mean power, from NVML's total-energy counter.
+
+        The counter is read around back-to-back forwards lasting ``energy_s`` (at
+        least 3), each end after a synchronize, so the window holds those forwards
+        and nothing else. No NVML (or ``energy_s`` 0): every value is None.
+        """
+        none = {"energy_j_per_forward": None, "power_mean_w": None, "energy_forwards": None}
+        if config.energy_s <= 0 or self.probe.energy_mj() is None:
+            return none
+        kwargs = {**prepared.forward, **self.inputs.prefill_kwargs(False)}
+        self.clock.synchronize()
+        began, start_mj = time.perf_counter(), self.probe.energy_mj()
+        count = 0
+        while count < 3 or time.perf_counter() - began < config.energy_s:
+            self.model(**kwargs)  # the output is dropped at once: only the energy counts
+            count += 1
+            if count % 4 == 0:  # bound the queue so the wall clock tracks the GPU
+                self.clock.synchronize()
+        self.clock.synchronize()
+        elapsed_s, end_mj = time.perf_counter() - began, self.probe.energy_mj()
+        if start_mj is None or end_mj is None or end_mj < start_mj:
+            return none
+        joules = (end_mj - start_mj) / 1000.0
+        return {"energy_j_per_forward": joules / count, "power_mean_w": joules / elapsed_s, "energy_forwards": count}
 
     # ----------------------------------------------------------------------------------
     def _base_fields(self, config: MeasureConfig, size: tuple[int, int], predicted: Geometry) -> dict[str, Any]:
@@ -272,12 +324,13 @@ class ModelHost:
             "warmup": config.warmup,
             "repeats": config.repeats,
             "decode_tokens": config.decode_tokens,
+            "torch_threads": torch.get_num_threads(),
+            "omp_threads": _int_env("OMP_NUM_THREADS"),
             **self._provenance,
         }
 
     def _extra(self, prepared: Prepared | None) -> str:
-        extra: dict[str, Any] = {"architecture": self.architecture, "modules": self.modules.paths,
-                                 "torch_threads": torch.get_num_threads(), "pid": os.getpid()}
+        extra: dict[str, Any] = {"architecture": self.architecture, "modules": self.modules.paths, "pid": os.getpid()}
         if prepared is not None:
             extra.update(inputs=prepared.source, prompt_tokens=prepared.seq_len - prepared.sequence_tokens)
         return json.dumps(extra, sort_keys=True)
@@ -309,3 +362,25 @@ class ModelHost:
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
+
+
+@contextlib.contextmanager
+def _on_device(device: torch.device) -> Iterator[None]:
+    """Make `device` the current CUDA device, so work and events without an explicit device land on it."""
+    if device.type == "cuda" and device.index is not None:
+        with torch.cuda.device(device):
+            yield
+    else:
+        yield
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return None
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() else None

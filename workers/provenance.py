@@ -2,8 +2,10 @@
 
 The GPU state (SM clock, temperature, power) is read through NVML
 (``nvidia-ml-py``) at the start and end of every configuration: a throttled or hot
-GPU explains drift that the timings alone cannot. NVML is optional; without it
-(or on the CPU) those columns are ``None``.
+GPU explains drift that the timings alone cannot. NVML also gives the GPU's
+identity (UUID, whether MIG partitions it) and its total-energy counter, from which
+`ModelHost` takes the energy of a config's forwards. NVML is optional; without it
+(or on the CPU) those columns are ``None``, never zero.
 """
 
 from __future__ import annotations
@@ -99,6 +101,31 @@ class GpuProbe:
             return value.decode() if isinstance(value, bytes) else str(value)
         except Exception:  # a reading that fails is a missing value, never a failed measurement
             return None
+
+    def _read(self, read: Any) -> Any:
+        if self._handle is None:
+            return None
+        try:
+            return read(self._nvml, self._handle)
+        except Exception:  # a reading that fails is a missing value, never a failed measurement
+            return None
+
+    def uuid(self) -> str | None:
+        """The GPU's (or MIG instance's) UUID, the one stable name of a physical device across hosts and reboots."""
+        value = self._read(lambda nvml, h: nvml.nvmlDeviceGetUUID(h))
+        return value.decode() if isinstance(value, bytes) else value
+
+    def mig_enabled(self) -> bool | None:
+        """Whether MIG is on (a MIG slice has a fraction of the SMs: its timings are not the whole GPU's)."""
+        modes = self._read(lambda nvml, h: nvml.nvmlDeviceGetMigMode(h))
+        if modes is None:
+            return None
+        current = modes[0] if isinstance(modes, (list, tuple)) else modes
+        return bool(current == getattr(self._nvml, "NVML_DEVICE_MIG_ENABLE", 1))
+
+    def energy_mj(self) -> int | None:
+        """The device's total-energy counter in millijoules (since the driver loaded; Volta and newer)."""
+        return self._read(lambda nvml, h: int(nvml.nvmlDeviceGetTotalEnergyConsumption(h)))
 
     def sample(self) -> dict[str, float | None]:
         """SM clock (MHz), temperature (C) and power draw (W) now."""

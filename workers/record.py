@@ -68,6 +68,8 @@ class Record:
     t_prefill_step_ms: float | None = None
     t_vision_only_ms: float | None = None
     t_llm_sub_ms: float | None = None
+    # Which method ran first in this repeat: the order alternates, so neither always follows an idle gap.
+    hooked_first: bool | None = None
     # --- cold start and decode ---
     t_cold_start_ms: float | None = None
     t_ttft_ms: float | None = None
@@ -77,6 +79,10 @@ class Record:
     t_vision_blocks_ms: list[float] | None = None
     # --- memory ---
     peak_mem_bytes: int | None = None
+    # --- energy (NVML total-energy counter over back-to-back un-hooked forwards; None without NVML) ---
+    energy_j_per_forward: float | None = None
+    power_mean_w: float | None = None
+    energy_forwards: int | None = None
     # --- provenance ---
     device: str = ""
     gpu_name: str | None = None
@@ -93,6 +99,12 @@ class Record:
     temperature_end_c: float | None = None
     power_start_w: float | None = None
     power_end_w: float | None = None
+    gpu_uuid: str | None = None
+    mig_enabled: bool | None = None
+    # --- what else ran: threads the host used and the machine's load when the config started ---
+    torch_threads: int | None = None
+    omp_threads: int | None = None
+    load_avg_1m: float | None = None
     hostname: str = ""
     node_id: str | None = None
     worker_id: str | None = None

@@ -1,7 +1,8 @@
 """Hook timers: forward (pre-)hooks that only record a clock mark.
 
 On CUDA a mark is a ``torch.cuda.Event(enable_timing=True)`` recorded on the
-current stream; on the CPU it is ``time.perf_counter_ns()``. Nothing synchronizes
+current stream of the clock's own device (not of whatever device is current: a
+host on ``cuda:1`` must not time ``cuda:0``); on the CPU it is ``time.perf_counter_ns()``. Nothing synchronizes
 inside a hook: the caller synchronizes once after the forward, then reads.
 
 Stages (the ``t_<stage>_ms`` columns): ``vision`` and ``projector`` (pre-hook to
@@ -45,7 +46,7 @@ class CpuClock:
 
 
 class CudaClock:
-    """Marks are CUDA events recorded on the current stream, reused from a pool across forwards."""
+    """Marks are CUDA events recorded on the current stream of `device`, reused from a pool across forwards."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -61,7 +62,7 @@ class CudaClock:
             self._pool.append(torch.cuda.Event(enable_timing=True))
         event = self._pool[self._next]
         self._next += 1
-        event.record()
+        event.record(torch.cuda.current_stream(self.device))
         return event
 
     def synchronize(self) -> None:

@@ -22,7 +22,7 @@ from tilings import PROFILES, Tiling, tiling_geometry
 RUN_FLAGS = {"--spec", "--model", "--revision", "--trust-remote-code", "--profile", "--dtype", "--attn-implementation",
              "--family", "--tilings", "--crops", "--tokens", "--warmup", "--repeats", "--min-duration", "--decode-tokens",
              "--block-spans", "--seed", "--workers", "--gpus-per-worker", "--results", "--run-id", "--address",
-             "--max-attempts", "--config-timeout", "--start-timeout"}
+             "--max-attempts", "--config-timeout", "--start-timeout", "--share-gpus", "--energy"}
 
 
 def flags(module) -> set[str]:
@@ -46,7 +46,7 @@ def test_every_flag_reaches_the_spec():
         "--workers", "3", "--gpus-per-worker", "0.5", "--results", "out", "--run-id", "r9",
         "--address", "auto", "--max-attempts", "5", "--config-timeout", "60", "--revision", "main",
         "--attn-implementation", "eager", "--min-duration", "0.5", "--block-spans", "--seed", "7",
-        "--start-timeout", "30", "--trust-remote-code"])
+        "--start-timeout", "30", "--trust-remote-code", "--share-gpus", "--energy", "0.25"])
     spec = resolve(args.spec, specs.given(args))
     assert (spec.model, spec.profile, spec.families, spec.tilings, spec.crops) == (
         "tiny-molmo-v1", "molmo-v1", ("kx1",), ((1, 2),), (3,))
@@ -55,7 +55,7 @@ def test_every_flag_reaches_the_spec():
     assert (spec.address, spec.max_attempts, spec.config_timeout_s) == ("auto", 5, 60.0)
     assert (spec.revision, spec.attn_implementation, spec.min_duration_s, spec.block_spans, spec.seed) == (
         "main", "eager", 0.5, True, 7)
-    assert (spec.start_timeout_s, spec.trust_remote_code) == (30.0, True)
+    assert (spec.start_timeout_s, spec.trust_remote_code, spec.share_gpus, spec.energy_s) == (30.0, True, True, 0.25)
 
 
 def test_bad_values_print_one_line_each_and_write_nothing(tmp_path, capsys):

@@ -76,13 +76,25 @@ def test_not_a_mapping_and_missing_file(tmp_path):
 
 def test_to_dict_round_trips_through_build_spec():
     spec = build_spec(None, {"tilings": "1x2,2x4", "crops": "3", "repeats": 5, "gpus_per_worker": 0.5,
-                             "run_id": "r1", "dtype": "bfloat16"})
+                             "share_gpus": True, "run_id": "r1", "dtype": "bfloat16"})
     assert build_spec(None, spec.to_dict()) == spec
+
+
+def test_a_fractional_gpu_share_is_refused_unless_asked_for():
+    with pytest.raises(SpecError) as err:
+        build_spec(None, {"gpus_per_worker": 0.5})
+    assert err.value.problems == [
+        "spec: gpus_per_worker: 0.5 puts several actors on one GPU, where each times the others' work too; use 1 "
+        "(or 0 for CPU actors), or pass --share-gpus to accept mixed timings"]
+    assert build_spec(None, {"gpus_per_worker": 0.5, "share_gpus": True}).gpus_per_worker == 0.5
+    for whole in (0, 1, 2):
+        assert build_spec(None, {"gpus_per_worker": whole}).gpus_per_worker == whole
 
 
 def test_measurement_is_what_defines_a_config():
     spec = SweepSpec()
     assert set(spec.measurement()) == set(MEASUREMENT_FIELDS)
     # Where and how a sweep runs is not part of what it measures.
-    for name in ("results", "run_id", "workers", "address", "max_attempts", "families", "tilings", "crops"):
+    for name in ("results", "run_id", "workers", "address", "max_attempts", "families", "tilings", "crops",
+                 "share_gpus", "energy_s"):
         assert name not in MEASUREMENT_FIELDS

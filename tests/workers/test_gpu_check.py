@@ -1,52 +1,155 @@
-"""benchmarks/gpu_check.sh on the CPU (the tiny model): the GPU script cannot rot between GPU runs."""
+"""benchmarks/gpu_check.sh on the CPU: the GPU script cannot rot between GPU runs.
+
+The smoke run happens in the environment a GPU machine has: torch and torchvision,
+no ray, no polars, and every other package only from the wheels `make gpu-deps`
+downloads. That environment is a folder of links to this virtual environment's
+packages minus those, read by ``python -S`` (no site-packages of its own).
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
+import os
+import re
 import subprocess
 import sys
+import sysconfig
+import zipfile
 from pathlib import Path
+
+import pytest
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parents[2]
-
-
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
+NOT_ON_A_GPU_MACHINE = ("ray", "polars", "_polars_runtime")
 
 
-def test_gpu_check_smoke_on_cpu(no_ray_env, tmp_path):
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def torch_and_its_needs() -> set[str]:
+    """torch, torchvision and the packages they require: what a GPU machine's python has anyway."""
+    keep = {"torch", "torchvision"}
+    for dist in ("torch", "torchvision"):
+        for req in importlib.metadata.requires(dist) or []:
+            if "extra ==" not in req:
+                keep.add(_normal(re.split(r"[ ;<>=!~\[(]", req, maxsplit=1)[0]))
+    return keep
+
+
+def provided_by(wheels: Path) -> set[str]:
+    """Top-level names (packages, modules, dist-info folders) the wheels install, torch's own needs aside."""
+    keep, names = torch_and_its_needs(), set()
+    for wheel in wheels.glob("*.whl"):
+        if _normal(wheel.name.split("-")[0]) in keep:
+            continue
+        with zipfile.ZipFile(wheel) as zf:
+            names |= {n.split("/")[0] for n in zf.namelist()}
+    return names
+
+
+def torch_only_python(tmp: Path, wheels: Path) -> Path:
+    """A python whose packages are this environment's minus the wheels' and minus ray and polars."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    farm = tmp / "site"
+    farm.mkdir()
+    dropped = provided_by(wheels)
+    for entry in site.iterdir():
+        name = entry.name
+        base = name.split("-")[0].lower()
+        if name in dropped or base in NOT_ON_A_GPU_MACHINE or base.startswith(NOT_ON_A_GPU_MACHINE[1:]):
+            continue
+        (farm / name).symlink_to(entry)
+    wrapper = tmp / "python"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{farm}" exec {PYTHON} -S "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+@pytest.fixture(scope="module")
+def gpu_wheels(tmp_path_factory) -> Path:
+    """`make gpu-deps` for this machine's Python (the GPU machine's is another: the make variable says which)."""
+    wheels = tmp_path_factory.mktemp("whl")
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    done = subprocess.run(["make", "-s", "-C", str(REPO), "gpu-deps", f"GPU_PYTHON_VERSION={version}",
+                           f"WHEELS={wheels}"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert any(w.name.startswith("transformers-") for w in wheels.glob("*.whl"))
+    return wheels
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**env, "OMP_NUM_THREADS": "1"}
+
+
+def test_gpu_deps_are_all_the_cpu_smoke_check_needs(gpu_wheels, tmp_path):
+    python = torch_only_python(tmp_path, gpu_wheels)
+    bare = {**base_env(), "PYTHON": str(python), "TILESWEEP_WHEELS": str(tmp_path / "none")}
+    # Without the wheels this python has no transformers: the check stops at once, naming it.
+    done = subprocess.run(["bash", str(SCRIPT), "--cpu-smoke", str(tmp_path / "no")], env=bare,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("gpu_check: missing: transformers>=5.24 (ModuleNotFoundError") and ".whl" in line
+    assert not (tmp_path / "no").exists()
+
     out = tmp_path / "out"
     # The script's CPU defaults, trimmed to two tilings to keep the test folder fast.
-    env = {**no_ray_env, "PYTHON": PYTHON, "TILESWEEP_GPU_CHECK_MODEL": "tiny-molmo2",
-           "TILESWEEP_GPU_CHECK_TILINGS": "1x1,2x2", "TILESWEEP_WHEELS": str(tmp_path / "no-wheels")}
-    done = subprocess.run(["bash", str(SCRIPT), str(out)], env=env, capture_output=True, text=True, timeout=300)
+    env = {**bare, "TILESWEEP_WHEELS": str(gpu_wheels), "TILESWEEP_GPU_CHECK_TILINGS": "1x1,2x2"}
+    done = subprocess.run(["bash", str(SCRIPT), "--cpu-smoke", str(out)], env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     records = json.loads((out / "records.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
     assert {r["status"] for r in records} == {"ok"}
     assert len(records) == len(summary["configs"]) * summary["repeats"] == 2 * 3
-    assert summary["model"] == "tiny-molmo2" and summary["all_finite"] and not summary["failed"]
+    assert [r["hooked_first"] for r in records[:3]] == [True, False, True]
+    assert set(summary["models"]) == {"tiny-molmo2"} and summary["all_finite"] and not summary["failed"]
     for row in summary["configs"]:
         for key in ("hook_overhead_pct", "additivity_coverage_pct", "additivity_remainder_ms",
-                    "subtraction_bias_pct", "subtraction_bias_ms"):
+                    "subtraction_bias_pct", "subtraction_bias_ms", "cv_max_pct"):
             assert math.isfinite(row[key]), key
         assert 0 < row["additivity_coverage_pct"] <= 100
-        m = row["median_ms"]
-        assert row["subtraction_bias_ms"] != 0 and m["t_llm_prefill_ms"] > 0
-    assert "overhead%" in (out / "summary.txt").read_text()
-    assert "overall medians" in done.stdout
+        assert set(row["cv_pct"]) >= {"t_vision_ms", "t_llm_prefill_ms", "t_total_ms"}
+        assert row["energy_j_per_forward"] is None  # no NVML on the CPU: missing, not zero
+    text = (out / "summary.txt").read_text()
+    assert text.splitlines()[0].startswith("CPU smoke test (no GPU); torch ")
+    assert "transformers 5.24" in text.splitlines()[0]
+    assert "ovh%" in text and "per model" in text
+
+    # The Parquet file is what `tilesweep query` reads.
+    from store.scan import scan
+
+    frame = scan(out / "records.parquet").collect()
+    assert frame.height == 6 and set(frame["tiling_cols"]) == {1, 2}
 
 
-def test_gpu_check_stops_with_one_line_when_transformers_lacks_molmo2(no_ray_env, tmp_path):
-    fake = tmp_path / "old"
-    (fake / "transformers").mkdir(parents=True)
-    (fake / "transformers" / "__init__.py").write_text("__version__ = '4.44.0'\n")
-    env = {**no_ray_env, "PYTHON": PYTHON, "PYTHONPATH": f"{fake}:{no_ray_env['PYTHONPATH']}",
-           "TILESWEEP_WHEELS": str(tmp_path / "no-wheels")}
+def test_without_cuda_it_refuses_in_one_line_unless_asked_for_the_cpu_smoke_test(tmp_path):
+    env = {**base_env(), "PYTHON": PYTHON, "TILESWEEP_WHEELS": str(tmp_path / "none")}
     done = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], env=env, capture_output=True, text=True,
                           timeout=120)
+    assert done.returncode == 4, done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("gpu_check: no usable CUDA device (torch ") and line.endswith(
+        "run it on a GPU machine, or pass --cpu-smoke for the CPU smoke test")
+    assert not (tmp_path / "out").exists()
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "usage:" in done.stderr
+
+
+def test_an_old_transformers_is_named_with_its_version(tmp_path):
+    fake = tmp_path / "old"
+    (fake / "transformers").mkdir(parents=True)
+    (fake / "transformers" / "__init__.py").write_text("__version__ = '5.17.0'\n")
+    env = {**base_env(), "PYTHON": PYTHON, "PYTHONPATH": str(fake), "TILESWEEP_WHEELS": str(tmp_path / "none")}
+    done = subprocess.run(["bash", str(SCRIPT), "--cpu-smoke", str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 3
-    assert done.stderr.strip().splitlines()[-1:] == [
-        "gpu_check: transformers 4.44.0 has no Molmo2 or torchvision is missing; put a transformers>=5.24 wheel "
-        "(and torchvision matching torch) in the wheel folder and rerun"]
+    assert done.stderr.strip().splitlines() == [
+        "gpu_check: missing: transformers>=5.24 (found 5.17.0); run `make gpu-deps` on a machine with network and "
+        "carry .whl to this one (see the README)"]

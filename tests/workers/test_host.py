@@ -60,6 +60,32 @@ def test_every_stage_is_positive_and_both_methods_are_present(swept):
             assert r.t_ttft_ms is None and r.t_llm_blocks_ms is None
 
 
+def test_the_order_of_the_two_methods_alternates_per_repeat(swept):
+    for records in swept.values():
+        assert [r.hooked_first for r in records] == [True, False, True, False]
+        for r in records:  # both orders measure both methods
+            assert r.t_total_ms > 0 and r.t_prefill_step_ms > 0 and r.t_vision_only_ms > 0
+
+
+def test_threads_load_and_missing_nvml_are_recorded(swept, monkeypatch):
+    for records in swept.values():
+        for r in records:
+            assert r.torch_threads == torch.get_num_threads() >= 1
+            assert r.load_avg_1m is not None and r.load_avg_1m >= 0
+            # No NVML on the CPU: energy and identity are missing values, never zeros.
+            assert (r.energy_j_per_forward, r.power_mean_w, r.energy_forwards) == (None, None, None)
+            assert (r.gpu_uuid, r.mig_enabled) == (None, None)
+
+
+def test_omp_threads_column_reads_the_environment(tiny_host, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    [failed] = tiny_host.measure(MeasureConfig(tiling_rows=1, tiling_cols=99))  # a failed row is enough
+    assert failed.omp_threads == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    [failed] = tiny_host.measure(MeasureConfig(tiling_rows=1, tiling_cols=99))
+    assert failed.omp_threads is None
+
+
 def test_total_covers_the_stages_and_the_remainder_is_small(swept):
     for records in swept.values():
         for r in records:

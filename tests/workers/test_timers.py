@@ -120,6 +120,27 @@ def test_cuda_clock_times_gpu_work_with_events():
     assert clock.elapsed_ms(start, end) > 0
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_clock_records_on_its_own_devices_stream_whatever_device_is_current():
+    last = torch.device("cuda", torch.cuda.device_count() - 1)
+    clock = make_clock(last)
+    side = torch.cuda.Stream(last)
+    with torch.cuda.device(0), torch.cuda.stream(side):  # cuda:0 current; `last`'s current stream is `side`
+        a = torch.randn(4096, 4096, device=last)
+        clock.reset()
+        start = clock.mark()
+        for _ in range(20):
+            a = a @ a
+            a = a / a.norm()
+        end = clock.mark()
+    # Recorded on `side`: the events wait for the products queued there, so the span covers them.
+    clock.synchronize()
+    side.synchronize()
+    assert start.query() and end.query()
+    assert clock.elapsed_ms(start, end) > 0.1
+
+
 def test_hooks_are_removed_when_the_forward_raises():
     class Boom(nn.Module):
         def forward(self, x):

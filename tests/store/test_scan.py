@@ -74,3 +74,22 @@ def test_scan_reads_parts_that_lack_a_newer_column(tmp_path, synth):
     assert df.schema == scans.POLARS_SCHEMA
     assert df.filter(pl.col("config_id") == "old")["t_tpot_ms"].null_count() == 3
     assert df.height == 6
+
+
+def test_energy_and_gpu_identity_are_nullable_columns_and_old_parts_read_them_as_null(tmp_path, synth):
+    import pyarrow as pa
+
+    from store.schema import SCHEMA
+
+    for name, kind in (("energy_j_per_forward", pa.float64()), ("power_mean_w", pa.float64()),
+                       ("energy_forwards", pa.int64()), ("gpu_uuid", pa.string()), ("mig_enabled", pa.bool_()),
+                       ("hooked_first", pa.bool_()), ("torch_threads", pa.int64()), ("load_avg_1m", pa.float64())):
+        assert SCHEMA.field(name).type == kind and SCHEMA.field(name).nullable, name
+    # A part written before these columns existed reads them as null, never as zero.
+    path = synth.write_part(tmp_path, _ok(synth, run_id="old", config_id="x"))
+    table = pq.read_table(path)
+    table = table.drop_columns(["energy_j_per_forward", "gpu_uuid", "mig_enabled"])
+    pq.write_table(table, path)
+    frame = scans.scan(tmp_path).collect()
+    assert frame.height == 3
+    assert frame["energy_j_per_forward"].null_count() == 3 and frame["gpu_uuid"].null_count() == 3

@@ -19,6 +19,7 @@ from orchestrator.spec import SELECTION, SweepSpec, build_spec, flag_of, read_sp
 from store.manifest import Manifest
 from store.runs import RunStore, latest_run
 from tilesweep.errors import SpecError, UsageError
+from workers.config import ADAPTIVE
 
 # Where a run ran last time is not part of the run: a resume uses this invocation's.
 _NOT_RESUMED = ("address", "workers", "gpus_per_worker", "share_gpus", "run_id", "results")
@@ -90,8 +91,10 @@ def _check_same_measurement(spec: SweepSpec, manifest: Manifest, run_id: str) ->
     for key, value in spec.measurement().items():
         if key == "profile" and value is None:
             continue  # the model's own profile; compared by its numbers when resolved
-        if key in stored and stored[key] != value and not (key == "profile" and stored[key] is None):
-            problems.append(f"run {run_id!r} was measured with {key}={stored[key]!r}, not {value!r}; "
+        # The adaptive rule absent from the manifest was off (or did not exist yet) when the run was measured.
+        if (key in stored or key == ADAPTIVE[0]) and stored.get(key) != value and not (
+                key == "profile" and stored[key] is None):
+            problems.append(f"run {run_id!r} was measured with {key}={stored.get(key)!r}, not {value!r}; "
                             f"drop {flag_of(key)} to resume it, or pass a new --run-id")
     if problems:
         raise SpecError(problems)

@@ -31,7 +31,7 @@ from tilesweep import fields
 from tilesweep.errors import SpecError
 from tilesweep.fields import setting
 from tilings import FAMILIES, PROFILES
-from workers.config import Timing
+from workers.config import ADAPTIVE, Timing
 
 DEFAULT_FAMILIES = ("1xk", "2xk", "kx1")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -156,8 +156,13 @@ class SweepSpec(Timing):
         return out
 
     def measurement(self) -> dict[str, Any]:
-        """The fields that define what a config measures (a resumed run must keep them)."""
-        return {name: getattr(self, name) for name in MEASUREMENT_FIELDS}
+        """The fields that define what a config measures (a resumed run must keep them).
+
+        The adaptive rule's settings only while it is on (`workers.config.Timing.identity`),
+        so the config ids of runs measured before it existed stay the same.
+        """
+        fixed = {name: getattr(self, name) for name in MEASUREMENT_FIELDS if name not in ADAPTIVE}
+        return {**fixed, **self.identity()}
 
     def tiling_source(self) -> str:
         """How the targets are chosen: ``"explicit"`` (tilings, crops and/or tokens) or ``"families"``."""

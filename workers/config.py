@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from tilesweep import fields
 from tilesweep.errors import UsageError
 from tilesweep.fields import setting
+from workers.precision import StopRule
 
 
 @dataclass(kw_only=True, frozen=True, slots=True)
@@ -27,6 +28,15 @@ class Timing:
     min_duration_s: float = setting(0.0, minimum=0, flag="--min-duration", metavar="SECONDS", group="timing",
                                     measurement=True,
                                     help="keep repeating until the timed repeats also span this many seconds")
+    precision_pct: float | None = setting(None, minimum=0.1, flag="--precision", metavar="PCT", group="timing",
+                                          measurement=True, default_text="off: exactly --repeats",
+                                          help="adaptive: after --repeats, repeat until the 95%% confidence interval "
+                                               "of every stage's median is within PCT%% of it (at least 6 samples), "
+                                               "or --max-repeats or --max-duration is reached")
+    max_repeats: int = setting(50, minimum=1, metavar="N", group="timing", measurement=True,
+                               help="with --precision: the most timed repeats per config")
+    max_duration_s: float = setting(60.0, minimum=0, flag="--max-duration", metavar="SECONDS", group="timing",
+                                    measurement=True, help="with --precision: stop repeating a config after this long")
     decode_tokens: int = setting(0, minimum=0, metavar="N", group="timing", measurement=True,
                                  help="tokens decoded after the prefill (gives time to first token and per token)")
     block_spans: bool = setting(False, group="timing", measurement=True,
@@ -39,6 +49,29 @@ class Timing:
 
     def __post_init__(self) -> None:
         fields.check(self)
+
+    def stop_rule(self) -> StopRule:
+        """When a config stops repeating (`workers.precision.StopRule`)."""
+        return StopRule(repeats=self.repeats, min_duration_s=self.min_duration_s, target_pct=self.precision_pct,
+                        max_repeats=self.max_repeats, max_duration_s=self.max_duration_s)
+
+    def identity(self) -> dict[str, object]:
+        """The timing settings that define a config; the adaptive caps only when the adaptive rule is on.
+
+        Settings added after the first runs are left out while off, so the ids of
+        configs measured before they existed stay the same.
+        """
+        out = {name: getattr(self, name) for name in TIMING_IDENTITY}
+        if self.precision_pct is not None:
+            out.update(precision_pct=self.precision_pct, max_repeats=self.max_repeats,
+                       max_duration_s=self.max_duration_s)
+        return out
+
+
+# The timing settings of every config id (those that existed when config ids were first defined),
+# and those of the adaptive rule, part of a config id only while it is on.
+TIMING_IDENTITY = ("warmup", "repeats", "min_duration_s", "decode_tokens", "block_spans", "seed")
+ADAPTIVE = ("precision_pct", "max_repeats", "max_duration_s")  # the first is the switch
 
 
 @dataclass(kw_only=True, frozen=True, slots=True)

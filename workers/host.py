@@ -33,7 +33,7 @@ import torch
 
 from tilesweep.errors import GeometryMismatchError
 from tilings import Geometry, Scheme, Tiling, geometry, resolution_for, tiling_geometry
-from workers import faults
+from workers import faults, precision
 from workers.config import MeasureConfig
 from workers.inputs import Prepared, check_geometry, synthetic_image
 from workers.loading import load
@@ -154,9 +154,10 @@ class ModelHost:
         for i in range(config.warmup):
             self._repeat(image, prepared, timer, config, hooked_first=i % 2 == 0)
         samples: list[dict[str, Any]] = []
-        began = time.perf_counter()
-        while len(samples) < config.repeats or time.perf_counter() - began < config.min_duration_s:
+        rule, began = config.stop_rule(), time.perf_counter()
+        while (stop := rule.reason(samples, time.perf_counter() - began)) is None:
             samples.append(self._repeat(image, prepared, timer, config, hooked_first=len(samples) % 2 == 0))
+        reached = precision.worst(precision.stage_precision(precision.columns(samples)))
         peak = peak_memory_bytes(self.device)
         energy = self._energy(prepared, config)
         gpu_end = self.probe.sample()
@@ -174,6 +175,7 @@ class ModelHost:
             temperature_start_c=gpu_start["temperature_c"], temperature_end_c=gpu_end["temperature_c"],
             power_start_w=gpu_start["power_w"], power_end_w=gpu_end["power_w"],
             load_avg_1m=load,
+            precision_target_pct=config.precision_pct, precision_reached_pct=reached, stop_reason=stop,
             **energy,
             started_at=started, finished_at=finished,
             extra=self._extra(prepared_cpu),

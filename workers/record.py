@@ -53,7 +53,11 @@ class Record:
     # --- the sample ---
     repeat: int = 0  # 0-based index among the timed repeats of this config
     warmup: int = 0
-    repeats: int = 0
+    repeats: int = 0  # the fixed count, or the fewest with the adaptive rule (``n`` counts the rows)
+    # --- how many repeats, and how precise they are (workers.precision) ---
+    precision_target_pct: float | None = None  # the adaptive rule's target; None: a fixed count
+    precision_reached_pct: float | None = None  # least precise stage: 95% CI half-width, % of its median
+    stop_reason: str | None = None  # repeats | precision | max_repeats | max_duration
     decode_tokens: int = 0
     # --- hook method (one forward, stage spans from forward hooks) ---
     t_preprocess_ms: float | None = None

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from orchestrator import cli
 from orchestrator import spec as specs
 from orchestrator.commands import fill, run, status
@@ -17,12 +19,14 @@ from orchestrator.resume import fill_spec, resolve
 from orchestrator.spec import build_spec
 from store.manifest import Manifest
 from store.runs import RunStore
+from tilesweep.errors import SpecError
 from tilings import PROFILES, Tiling, tiling_geometry
 
 RUN_FLAGS = {"--spec", "--model", "--revision", "--trust-remote-code", "--profile", "--dtype", "--attn-implementation",
              "--family", "--tilings", "--crops", "--tokens", "--warmup", "--repeats", "--min-duration", "--decode-tokens",
              "--block-spans", "--seed", "--workers", "--gpus-per-worker", "--results", "--run-id", "--address",
-             "--max-attempts", "--config-timeout", "--start-timeout", "--share-gpus", "--energy"}
+             "--max-attempts", "--config-timeout", "--start-timeout", "--share-gpus", "--energy", "--precision",
+             "--max-repeats", "--max-duration"}
 
 
 def flags(module) -> set[str]:
@@ -156,3 +160,15 @@ def test_the_resume_hint_repeats_what_a_fill_selected(tmp_path, make_records):
     spec = fill_spec(args.spec, specs.given(args))
     assert resume_command(spec, "fill", "r1") == f"tilesweep fill --run-id r1 --results {tmp_path} --crops 3,7 --family 2xk"
     assert resume_command(spec, "run", "r1") == f"tilesweep run --run-id r1 --results {tmp_path}"
+
+
+def test_a_run_measured_with_a_fixed_count_is_not_resumed_with_the_adaptive_rule(tmp_path):
+    spec = build_spec(None, {"families": "1xk", "run_id": "r1", "results": str(tmp_path)})
+    RunStore(tmp_path, "r1").write_manifest(Manifest(
+        run_id="r1", created_at="2026-11-26T10:00:00+00:00", spec=spec.to_dict(), measurement=spec.measurement(),
+        profile={"name": "molmo2"}, planned={c.config_id: c.entry() for c in plan(spec, PROFILES["molmo2"])}))
+    with pytest.raises(SpecError) as err:
+        resolve(None, {"run_id": "r1", "results": str(tmp_path), "precision_pct": "2"})
+    assert err.value.problems == [
+        "run 'r1' was measured with precision_pct=None, not 2.0; drop --precision to resume it, or pass a new --run-id"]
+    assert resolve(None, {"run_id": "r1", "results": str(tmp_path)}).precision_pct is None

@@ -93,7 +93,14 @@ def test_a_fractional_gpu_share_is_refused_unless_asked_for():
 
 def test_measurement_is_what_defines_a_config():
     spec = SweepSpec()
-    assert set(spec.measurement()) == set(MEASUREMENT_FIELDS)
+    adaptive = {"precision_pct", "max_repeats", "max_duration_s"}
+    # Off, the adaptive rule is not part of a config's identity: ids of earlier runs stay the same.
+    assert set(spec.measurement()) == set(MEASUREMENT_FIELDS) - adaptive == {
+        "model", "revision", "profile", "dtype", "attn_implementation", "warmup", "repeats", "min_duration_s",
+        "decode_tokens", "block_spans", "seed"}
+    on = build_spec(None, {"precision_pct": 2, "max_repeats": 30})
+    assert {k: on.measurement()[k] for k in adaptive} == {"precision_pct": 2.0, "max_repeats": 30,
+                                                          "max_duration_s": 60.0}
     # Where and how a sweep runs is not part of what it measures.
     for name in ("results", "run_id", "workers", "address", "max_attempts", "families", "tilings", "crops",
                  "share_gpus", "energy_s"):

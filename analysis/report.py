@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from analysis import latency_model, query, report_plots
+from analysis import latency_model, noise, query, report_plots
 from analysis.report_data import coverage, environment, manifests, not_done, planned_configs
 from analysis.tables import to_html, to_markdown
 from store.manifest import Manifest
@@ -101,13 +101,20 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) ->
     section.tables += [
         ("Environment", environment(manifest, rows)),
         ("Summary (ms; medians unless named)", summary.select(SUMMARY_COLUMNS)),
-        ("Method gap: subtraction vs hook (ms, % of hook)", gap.select(GAP_COLUMNS)),
-        ("Additivity: total minus the timed stages (ms, % of total)", add.select(ADDITIVITY_COLUMNS)),
+        ("Method gap: subtraction vs hook (ms, % of hook). hook_* and sub_* are medians over repeats; each *_gap "
+         "is the median of the per-repeat differences (same repeat, both methods), which is not the difference of "
+         "the two medians beside it", gap.select(GAP_COLUMNS)),
+        ("Additivity: total minus the timed stages (ms, % of total). total_ms and stages_ms are medians over "
+         "repeats; other_ms is the median of the per-repeat remainders, not total_ms - stages_ms",
+         add.select(ADDITIVITY_COLUMNS)),
+        ("Noise: configs with negative times, a median less precise than the target (95% interval half-width, "
+         "% of the median), or too few samples for an interval", noise.flags(rows)),
         ("Coverage of crop counts", coverage(rows, planned)),
     ]
     pending = not_done(rows, planned)
     if pending is not None and pending.height:
         section.tables.append(("Planned configs without an ok result", pending))
+    section.notes += noise.advice(rows)
     if model is not None:
         section.tables += _model_tables(model)
     return section

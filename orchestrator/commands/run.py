@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from analysis.noise import advice
 from analysis.query import scan, summary
 from orchestrator import spec as specs
 from orchestrator.progress import make_progress
@@ -49,6 +50,8 @@ def execute(spec: SweepSpec, *, command: str, stdout: IO[str] | None = None, **k
     kwargs.setdefault("progress", make_progress())
     result = sweep(spec, command=command, **kwargs)
     stdout.write(summary_text(result.run_dir) + "\n")
+    for line in advice(scan(result.run_dir)):  # the configs noise may have bent, and what to do
+        stdout.write(line + "\n")
     stdout.flush()
     outcome = result.outcome
     if outcome is not None and outcome.interrupted:

@@ -123,3 +123,16 @@ def test_report_sections_per_run_including_a_run_of_failures_only(tmp_path, synt
     assert len(checks.check_images(out, html)) == 4  # all four figures of run-good, none of run-bad
     assert "data-file" not in bad and "no config of this run was measured ok" in bad
     assert "boom: no memory" in bad
+
+
+def test_report_flags_every_config_with_too_few_samples_and_says_what_to_do(built):
+    out, configs = built
+    html = (out / "report.html").read_text()
+    sections = checks.html_sections(html)
+    flagged = next(k for k in sections if k.startswith("Noise"))
+    # Four repeats per config: no 95% interval of any median; the failed config has no samples to judge.
+    assert checks.html_table_rows(sections[flagged]) == configs - 1
+    assert sections[flagged].count("4 samples: too few for a 95% interval of the median") == configs - 1
+    assert "run with --precision 2 (adaptive) or --repeats 10" in html
+    gap = next(k for k in sections if k.startswith("Method gap"))
+    assert "not the difference of the two medians" in gap

@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "speedup": "benchmarks.speedup",
     "overhead": "benchmarks.overhead",
     "additivity": "benchmarks.additivity",
+    "adaptive": "benchmarks.adaptive",
 }
 
 log = logging.getLogger("benchmarks")

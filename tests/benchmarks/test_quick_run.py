@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NAMES = ("scheduling", "speedup", "overhead", "additivity")
+NAMES = ("scheduling", "speedup", "overhead", "additivity", "adaptive")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -118,11 +118,32 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = value if isinstance(value, str) else json.dumps(value, default=str)
 
 
+def _credited(manifest: Manifest) -> dict[str, Any]:
+    """The environment of the latest invocation that measured a config (a no-op resume gets no credit)."""
+    measured = [i for i in manifest.measuring_invocations() if i.environment]
+    return measured[-1].environment if measured else manifest.environment
+
+
+def _measured_by(manifest: Manifest) -> list[dict[str, str]]:
+    """One row per invocation that measured configs: what it was, when, how many, and its command line."""
+    out = []
+    for n, inv in enumerate(manifest.measuring_invocations(), 1):
+        argv = inv.environment.get("argv")
+        line = " ".join(map(str, argv)) if isinstance(argv, list) else ""
+        value = (f"{inv.command} at {inv.started_at}: {inv.measured} config(s), {inv.ok or 0} ok, "
+                 f"{inv.failed or 0} failed" + (f" ({line})" if line else ""))
+        out.append({"key": f"measured_by.{n}", "value": value, "source": "manifest"})
+    return out
+
+
 def environment(manifest: Manifest | None, rows: pl.DataFrame) -> pl.DataFrame:
-    """Key/value rows: the manifest's environment and hosts, then what the records themselves carry."""
+    """Key/value rows: the environment of the invocation that measured, the invocations that measured
+    and the hosts (from the manifest), then what the records themselves carry."""
     items: dict[str, str] = {}
-    _flatten("", manifest.environment if manifest is not None else {}, items)
+    _flatten("", _credited(manifest) if manifest is not None else {}, items)
     table = [{"key": k, "value": v, "source": "manifest"} for k, v in items.items()]
+    if manifest is not None:
+        table += _measured_by(manifest)
     hosts = manifest.hosts if manifest is not None else {}
     if hosts:
         described = [h.get("describe", {}) for h in hosts.values() if isinstance(h, dict)]

@@ -5,7 +5,7 @@ Naming an existing run (``--run-id``, or for `fill` the latest run by default)
 resumes it: the run's own spec is the base, what is given now is laid over it, and
 the settings that define its configs must not change (`SweepSpec.measurement`).
 `fill` measures only the selection it is given (crop counts, tilings, families),
-never the run's own families.
+never the run's own families, and only into a run that exists: it never starts one.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from orchestrator.spec import SELECTION, SweepSpec, build_spec, flag_of, read_spec_file
 from store.manifest import Manifest
-from store.runs import RunStore, latest_run
+from store.runs import RunStore, latest_run, list_runs
 from tilesweep.errors import SpecError, UsageError
 from workers.config import ADAPTIVE
 
@@ -30,18 +30,24 @@ def resolve(spec_file: str | Path | None, given: Mapping[str, Any], *, fill: boo
 
     Raises:
         SpecError: invalid values, or a resumed run whose measurement settings differ.
-        UsageError: `fill` without a run to fill.
+        UsageError: `fill` without a run to fill, or naming a run that does not exist.
     """
     first = build_spec(spec_file, given)
     run_id = first.run_id
     if fill and run_id is None:
         run_id = latest_run(first.results)
         if run_id is None:
-            raise UsageError(f"no run under {first.results!r} to fill; start one with `tilesweep run` "
-                             "or name a new one with --run-id")
+            raise UsageError(f"no run under {first.results!r} to fill; start one with `tilesweep run`, "
+                             "or pass the --results DIR that holds it")
     if run_id is None:
         return first
     manifest = RunStore(first.results, run_id).read_manifest()
+    if manifest is None and fill:  # fill adds to a run; it never starts one
+        known = ", ".join(r for _, r in list_runs(first.results))
+        fix = (f"runs there: {known}; pass one of them to --run-id, or leave --run-id out for the latest" if known
+               else "it holds no run; start one with `tilesweep run`, or pass the --results DIR that holds it")
+        raise UsageError(f"no run {run_id!r} under {first.results!r} to fill (fill adds to a run, it never starts "
+                         f"one); {fix}")
     if manifest is None:  # a new run under the given id
         return first if first.run_id == run_id else build_spec(spec_file, {**given, "run_id": run_id})
     # Resume/fill: the run's own spec is the base; flags and the spec file given now win.
@@ -59,7 +65,7 @@ def fill_spec(spec_file: str | Path | None, given: Mapping[str, Any]) -> SweepSp
     """The run's spec (the latest run by default) with only what `given` names as the selection.
 
     Raises:
-        UsageError: nothing to fill named, or no run to fill.
+        UsageError: nothing to fill named, or no such run to fill.
         SpecError: bad values, or settings that differ from the run's.
     """
     if all(given.get(k) is None for k in ("crops", "tilings", "tokens")):

@@ -80,7 +80,7 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
                 if profile is None:
                     profile = driver.host_profile()
                     configs, todo = _plan(spec, store, manifest, profile)
-                manifest = _begin(store, manifest, spec, profile, configs, command)
+                manifest = _begin(store, manifest, spec, profile, configs, command, measuring=bool(todo))
                 if todo:
                     log.info("run %s: %d of %d config(s) to measure", spec.run_id, len(todo), len(configs))
                     outcome = driver.run(todo, profile, done=len(configs) - len(todo))
@@ -91,7 +91,7 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
             if started_ray:
                 ray.shutdown()
     else:
-        manifest = _begin(store, manifest, spec, profile, configs, command)
+        manifest = _begin(store, manifest, spec, profile, configs, command, measuring=False)
     if not todo:
         log.info("run %s: all %d config(s) already done", spec.run_id, len(configs))
     _end(store, manifest, outcome, hosts)
@@ -158,20 +158,26 @@ def _now() -> str:
 
 
 def _begin(store: RunStore, manifest: Manifest | None, spec: SweepSpec, profile: Scheme,
-           configs: list[PlannedConfig], command: str) -> Manifest:
-    """Create or extend the manifest before any part of this invocation is written."""
+           configs: list[PlannedConfig], command: str, *, measuring: bool) -> Manifest:
+    """Create or extend the manifest before any part of this invocation is written.
+
+    Every invocation keeps its own environment; the run's ``environment`` is
+    replaced only by one that has configs to measure, so a resume that finds
+    nothing left to do does not take the credit for the measurements.
+    """
     now = _now()
     if manifest is None:
         manifest = Manifest(run_id=spec.run_id, created_at=now, measurement=spec.measurement(),
                             profile=profile_dict(profile))
         log.info("new run %s in %s", spec.run_id, store.dir)
+    env = environment()
     invocation = Invocation(command=command, started_at=now, spec=spec.to_dict(),
-                            planned=tuple(c.config_id for c in configs))
+                            planned=tuple(c.config_id for c in configs), environment=env)
     manifest = dataclasses.replace(
         manifest,
         # The spec a plain `run --run-id` resumes; a `fill` is recorded in its invocation only.
         spec=spec.to_dict() if command == "run" or not manifest.spec else manifest.spec,
-        environment=environment(),
+        environment=env if measuring or not manifest.environment else manifest.environment,
         planned={**manifest.planned, **{c.config_id: c.entry() for c in configs}},
         invocations=(*manifest.invocations, invocation),
         updated_at=now,

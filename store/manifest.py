@@ -48,12 +48,18 @@ class PlannedEntry:
 
 @dataclass(kw_only=True, frozen=True, slots=True)
 class Invocation:
-    """One `run` or `fill` of the run: its spec, the config ids it planned and, once done, what it did."""
+    """One `run` or `fill` of the run: its spec, the config ids it planned, where it ran and, once done, what it did.
+
+    ``environment`` is this invocation's own (the driver's argv, host, versions);
+    the report credits a run to the invocations that measured configs, not to a
+    later one that found nothing left to do.
+    """
 
     command: str
     started_at: str
     spec: dict[str, Any] = field(default_factory=dict)
     planned: tuple[str, ...] | None = None  # None in manifests of the previous layout
+    environment: dict[str, Any] = field(default_factory=dict)  # {} in manifests written before it was kept
     finished_at: str | None = None
     measured: int | None = None
     ok: int | None = None
@@ -62,6 +68,10 @@ class Invocation:
     interrupted: bool | None = None
     remaining: int | None = None
     elapsed_s: float | None = None
+
+    def measured_any(self) -> bool:
+        """Whether this invocation measured at least one config (a finished no-op resume did not)."""
+        return bool(self.measured)
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -95,7 +105,7 @@ class Manifest:
     planned: dict[str, PlannedEntry] = field(default_factory=dict)
     invocations: tuple[Invocation, ...] = ()
     hosts: dict[str, Any] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)  # the latest invocation's that had configs to measure
     counts: Counts | None = None
 
     @property
@@ -104,6 +114,10 @@ class Manifest:
 
     def last_invocation(self) -> Invocation | None:
         return self.invocations[-1] if self.invocations else None
+
+    def measuring_invocations(self) -> tuple[Invocation, ...]:
+        """The invocations that measured at least one config, oldest first."""
+        return tuple(i for i in self.invocations if i.measured_any())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -245,6 +259,7 @@ def _invocation(data: Any) -> Invocation:
     return Invocation(
         command=str(data.get("command") or ""), started_at=str(data.get("started_at") or ""),
         spec=_obj(data, "spec"), planned=None if planned is None else tuple(planned),
+        environment=_obj(data, "environment"),
         finished_at=_opt(data, "finished_at", str), measured=_int(data, "measured"), ok=_int(data, "ok"),
         failed=_int(data, "failed"), retries=_int(data, "retries"),
         interrupted=interrupted if isinstance(interrupted, bool) else None, remaining=_int(data, "remaining"),

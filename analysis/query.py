@@ -13,19 +13,21 @@ column ``image_tokens`` and are named so wherever they are meant.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from store.parts import part_files
 from store.scan import KEYS, POLARS_SCHEMA, empty, scan
-from tilesweep.errors import UsageError
+from tilesweep.errors import ResultsError, UsageError
 from workers.record import STATUS_OK
 
 __all__ = [
-    "CONFIG_COLUMNS", "GROWTH_STAGES", "KEYS", "POLARS_SCHEMA", "STAGES", "STATS", "TOKENS", "additivity",
-    "by_crops", "by_tokens", "empty", "method_gap", "missing", "scan", "stat_column", "summary", "tiling_label",
-    "tiling_list",
+    "CONFIG_COLUMNS", "DECODE", "GROWTH_STAGES", "KEYS", "POLARS_SCHEMA", "STAGES", "STATS", "TOKENS", "additivity",
+    "by_crops", "by_tokens", "empty", "method_gap", "missing", "scan", "scan_results", "stat_column", "summary",
+    "tiling_label", "tiling_list",
 ]
 
 CONFIG_COLUMNS = (
@@ -44,6 +46,10 @@ STAGES: dict[str, str] = {
     "vision_only": "t_vision_only_ms",
     "llm_sub": "t_llm_sub_ms",
 }
+# Decoding, filled only with ``--decode-tokens N`` > 0 (null otherwise): time to first
+# token and time per output token. Summarised like the stages, kept apart from them
+# because they are not parts of the one prefill forward.
+DECODE: dict[str, str] = {"ttft": "t_ttft_ms", "tpot": "t_tpot_ms"}
 STATS = ("median", "mean", "std", "p5", "p95")
 # The token axis: every image token the processor inserts into the sequence.
 # It is what `tilings.geometry` predicts for any image, so fits and plots over it
@@ -52,6 +58,22 @@ TOKENS = "sequence_tokens"
 
 _ORDER = ["run_id", "crops", TOKENS, "tiling_rows", "tiling_cols", "config_id"]
 _PER_CONFIG = ("family", "tiling", "tiling_rows", "tiling_cols", "crops", "image_tokens", TOKENS)
+
+
+def scan_results(results: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
+    """`scan`, for the commands that show results (`query`, `report`): a path without a run is an error.
+
+    Both commands say the same about the same directory: a missing path and a
+    directory that holds no result part are each one `ResultsError` (exit 2).
+
+    Raises:
+        ResultsError: the path does not exist, or holds no part.
+    """
+    if not part_files(results):
+        shown = str(results) if isinstance(results, (str, Path)) else ", ".join(map(str, results))
+        raise ResultsError(f"no run under {shown!r} (no result part there); start one with `tilesweep run`, "
+                           "or pass --results the directory that holds the runs")
+    return scan(results)
 
 
 def stat_column(stage: str, stat: str) -> str:
@@ -63,12 +85,12 @@ def _lazy(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     return lf.lazy() if isinstance(lf, pl.DataFrame) else lf
 
 
-def _stage_aggs(stages: Iterable[str] = STAGES) -> list[pl.Expr]:
-    """Median, mean, std, p5 and p95 of each stage over the ok rows of a group."""
+def _stage_aggs(stages: Mapping[str, str] = STAGES) -> list[pl.Expr]:
+    """Median, mean, std, p5 and p95 of each stage (name -> column) over the ok rows of a group."""
     ok = pl.col("status") == STATUS_OK
     aggs: list[pl.Expr] = []
-    for stage in stages:
-        col = pl.col(STAGES[stage]).filter(ok)
+    for stage, column in stages.items():
+        col = pl.col(column).filter(ok)
         aggs += [
             col.median().alias(stat_column(stage, "median")),
             col.mean().alias(stat_column(stage, "mean")),
@@ -96,8 +118,9 @@ def tiling_list(mask: pl.Expr | None = None) -> pl.Expr:
 def summary(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     """One row per ``(run_id, config_id)``: the config's columns, ``n`` and stage statistics.
 
-    For every stage in `STAGES` (both methods) the columns ``<stage>_<stat>_ms``
-    hold median, mean, std, p5 and p95 over the config's ok repeats. A failed
+    For every stage in `STAGES` (both methods) and `DECODE` (``ttft``, ``tpot``:
+    null unless the run decoded tokens) the columns ``<stage>_<stat>_ms`` hold
+    median, mean, std, p5 and p95 over the config's ok repeats. A failed
     config appears with its status, its error and ``n == 0`` (statistics null).
     Sorted by run, crops, tokens and tiling.
     """
@@ -109,7 +132,7 @@ def summary(lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
             *(pl.col(c).first() for c in CONFIG_COLUMNS),
             tiling_label().first(),
             ok.sum().cast(pl.Int64).alias("n"),
-            *_stage_aggs(),
+            *_stage_aggs({**STAGES, **DECODE}),
         )
         .sort(_ORDER)
     )

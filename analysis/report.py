@@ -33,10 +33,24 @@ SUMMARY_COLUMNS = (
     *(query.stat_column(s, "median") for s in ("vision", "projector", "llm_prefill", "lm_head", "total")),
     query.stat_column("total", "p5"), query.stat_column("total", "p95"), query.stat_column("llm_sub", "median"), "error",
 )
+# With --decode-tokens: time to first token and per output token, shown only when measured.
+DECODE_COLUMNS = tuple(query.stat_column(s, "median") for s in query.DECODE)
+
+
+def summary_columns(summary: pl.DataFrame) -> list[str]:
+    """`SUMMARY_COLUMNS`, plus the decode medians (before ``error``) when any config has them."""
+    decode = [c for c in DECODE_COLUMNS if summary[c].null_count() < summary.height]
+    return [*SUMMARY_COLUMNS[:-1], *decode, SUMMARY_COLUMNS[-1]]
+
+
 _CONFIG = ("tiling", "family", "crops", "image_tokens", query.TOKENS, "n")
 GAP_COLUMNS = (*_CONFIG, "hook_llm_ms", "sub_llm_ms", "llm_gap_ms", "llm_gap_pct",
                "hook_total_ms", "sub_total_ms", "total_gap_ms", "total_gap_pct")
 ADDITIVITY_COLUMNS = (*_CONFIG, "total_ms", "stages_ms", "other_ms", "other_pct")
+# The figures of a run's section, written as ``<kind>-<run>.png``.
+IMAGE_KINDS = ("stages", "growth", "methods", "model")
+CSV_TABLES = ("summary", "method_gap", "additivity")
+PAGES = ("report.html", "report.md")
 # Image sizes (height, width) the report predicts with the fitted model.
 EXAMPLE_SIZES = ((480, 640), (720, 1280), (1080, 1920), (2048, 2048))
 
@@ -80,6 +94,7 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) ->
     planned = planned_configs(manifest)
 
     def image(kind: str, caption: str, fig) -> None:
+        assert kind in IMAGE_KINDS, kind
         section.images.append((f"{kind}-{slug}.png", caption, report_plots.png_bytes(fig)))
 
     if measured.height:
@@ -100,7 +115,7 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) ->
 
     section.tables += [
         ("Environment", environment(manifest, rows)),
-        ("Summary (ms; medians unless named)", summary.select(SUMMARY_COLUMNS)),
+        ("Summary (ms; medians unless named)", summary.select(summary_columns(summary))),
         ("Method gap: subtraction vs hook (ms, % of hook). hook_* and sub_* are medians over repeats; each *_gap "
          "is the median of the per-repeat differences (same repeat, both methods), which is not the difference of "
          "the two medians beside it", gap.select(GAP_COLUMNS)),
@@ -123,7 +138,8 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) ->
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:2px 6px}
 th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
-figure{margin:1em 0}img{max-width:100%}figcaption{font-size:13px;color:#555}.note{color:#a33}"""
+figure{margin:1em 0}img{max-width:100%}figcaption{font-size:13px;color:#555}.note{color:#a33}
+div.scroll{overflow-x:auto;max-width:100%}"""
 
 
 def render_html(sections: list[Section], source: str) -> str:
@@ -137,7 +153,8 @@ def render_html(sections: list[Section], source: str) -> str:
             parts.append(f'<figure><img src="data:image/png;base64,{data}" data-file="{name}" alt="{html.escape(caption)}">'
                          f'<figcaption>{html.escape(caption)} (<a href="{name}">{name}</a>)</figcaption></figure>')
         for heading, table in s.tables:
-            parts.append(f"<h3>{html.escape(heading)}</h3>\n{to_html(table)}")
+            # Wide tables scroll inside their own box instead of widening the page.
+            parts.append(f'<h3>{html.escape(heading)}</h3>\n<div class="scroll">\n{to_html(table)}</div>')
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -162,7 +179,7 @@ def build(results: str | Path | list, out_dir: str | Path, *, run_ids: list[str]
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"report directory {str(out)!r} exists and is a file; pass a directory (it is created if missing)")
-    lf = query.scan(results)
+    lf = query.scan_results(results)
     if run_ids:
         lf = lf.filter(pl.col("run_id").is_in(run_ids))
     try:
@@ -183,13 +200,35 @@ def build(results: str | Path | list, out_dir: str | Path, *, run_ids: list[str]
         for name, _, png in s.images:
             (out / name).write_bytes(png)
             written.append(out / name)
-    tables = {"summary": query.summary(rows), "method_gap": query.method_gap(rows), "additivity": query.additivity(rows)}
-    for name, table in tables.items():
+    for name in CSV_TABLES:
+        table = getattr(query, name)(rows)
         path = out / f"{name}.csv"
         table.collect().write_csv(path)
         written.append(path)
-    for name, text in (("report.html", render_html(sections, str(results))), ("report.md", render_markdown(sections, str(results)))):
+    for name, text in zip(PAGES, (render_html(sections, str(results)), render_markdown(sections, str(results)))):
         (out / name).write_text(text, encoding="utf-8")
         written.append(out / name)
-    log.info("report written to %s (%d files)", out, len(written))
+    stale = remove_stale(out, written)
+    log.info("report written to %s (%d files; %d left from an earlier report removed)", out, len(written), len(stale))
     return written
+
+
+def owned(out: Path) -> list[Path]:
+    """The files in `out` that a report writes (its figures, tables and pages), whichever report wrote them."""
+    names = {*PAGES, *(f"{t}.csv" for t in CSV_TABLES)}
+    found = [p for p in out.iterdir() if p.is_file() and (
+        p.name in names or (p.suffix == ".png" and p.name.split("-", 1)[0] in IMAGE_KINDS and "-" in p.name))]
+    return sorted(found)
+
+
+def remove_stale(out: Path, written: list[Path]) -> list[Path]:
+    """Delete the report files in `out` that this report did not write (figures of runs no longer shown).
+
+    An earlier report into the same directory would otherwise leave its figures
+    beside the new ones; files a report does not write are left alone.
+    """
+    keep = {p.name for p in written}
+    stale = [p for p in owned(out) if p.name not in keep]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

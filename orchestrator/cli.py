@@ -31,6 +31,10 @@ COMMANDS: dict[str, str] = {
     "report": "plots, tables and report.html from results",
 }
 
+# The grammar every subcommand follows, as `tilesweep --help` states it.
+GRAMMAR = ("Every subcommand takes its flags after its name (-v too) and the results path as --results DIR "
+           "(default results, where `run` writes); `query` takes the SQL as its one word.")
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -47,12 +51,15 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(only: Iterable[str] | None = None) -> argparse.ArgumentParser:
     """The parser; the subcommands in `only` (default: all) get their flags, which imports their modules."""
     wanted = set(COMMANDS if only is None else only)
-    parser = _Parser(prog="tilesweep", description="Exact tiling sweeps of vision-language model latency.")
+    parser = _Parser(prog="tilesweep", description="Exact tiling sweeps of vision-language model latency.",
+                     epilog=GRAMMAR)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        # -v after the subcommand too; SUPPRESS keeps a -v given before it from being reset.
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
         if name in wanted:
             _module(name).add_arguments(p)
     parser.set_defaults(_subparsers=sub.choices)

@@ -72,13 +72,18 @@ _SUMMARY_COLUMNS = (
     ("llm_ms", "llm_prefill_median_ms", "{:.2f}"), ("total_ms", "total_median_ms", "{:.2f}"),
     ("llm_sub_ms", "llm_sub_median_ms", "{:.2f}"), ("status", "status", "{}"),
 )
+# With --decode-tokens: time to first token and per output token, before `status`; left out when all null.
+_DECODE_COLUMNS = (("ttft_ms", "ttft_median_ms", "{:.2f}"), ("tpot_ms", "tpot_median_ms", "{:.2f}"))
 
 
 def summary_text(run_dir: str | Path) -> str:
-    """Per tiling: crops, tokens and median stage times, hook method then subtraction (ms)."""
+    """Per tiling: crops, tokens and median stage times, hook method then subtraction (ms), then TTFT and TPOT
+    when the run decoded tokens."""
     frame = summary(scan(run_dir)).collect()
+    decode = [c for c in _DECODE_COLUMNS if frame[c[1]].null_count() < frame.height]
+    columns = [*_SUMMARY_COLUMNS[:-1], *decode, _SUMMARY_COLUMNS[-1]]
     title = (f"run {Path(run_dir).name}: {frame.height} config(s), median times in ms "
              "(hook method; llm_sub_ms by subtraction)")
-    rows = [[None if row[column] is None else fmt.format(row[column]) for _, column, fmt in _SUMMARY_COLUMNS]
+    rows = [[None if row[column] is None else fmt.format(row[column]) for _, column, fmt in columns]
             for row in frame.iter_rows(named=True)]
-    return table([h for h, _, _ in _SUMMARY_COLUMNS], rows, right=[True] * len(_SUMMARY_COLUMNS), title=title)
+    return table([h for h, _, _ in columns], rows, right=[True] * len(columns), title=title)

@@ -17,6 +17,7 @@ import sys
 from collections import defaultdict
 from typing import IO, Any
 
+from orchestrator.commands._results import DEFAULT_RESULTS, add_results_argument
 from orchestrator.plan import replan_problems
 from store.invariant import InvariantReport, check
 from store.runs import RunStore, latest_run, list_runs
@@ -26,7 +27,7 @@ from tilings import BUDGET, scheme_from_dict
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", metavar="DIR", default="results", help="results directory (default results)")
+    add_results_argument(parser)
     parser.add_argument("--run-id", metavar="ID", help="run to report (default: the latest under --results)")
     parser.add_argument("--check", action="store_true",
                         help="also check the run's invariant (one result or failure per config, whole files, "
@@ -114,11 +115,12 @@ def full_check(results: str, run_id: str) -> InvariantReport:
 
 def main(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     stdout = stdout or sys.stdout
-    status = run_status(args.results, args.run_id)
+    results = args.results or DEFAULT_RESULTS
+    status = run_status(results, args.run_id)
     stdout.write(format_status(status) + "\n")
     if not getattr(args, "check", False):
         return 0
-    report = full_check(args.results, status["run_id"])
+    report = full_check(results, status["run_id"])
     stdout.write("\n" + report.summary() + "\n")
     stdout.flush()
     for problem in report.problems:

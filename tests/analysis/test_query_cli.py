@@ -19,8 +19,8 @@ def results(tmp_path, synth):
     return tmp_path
 
 
-def _run(capsys, *argv):
-    rc = cli.main(["query", *map(str, argv)])
+def _run(capsys, results, *argv):
+    rc = cli.main(["query", "--results", str(results), *map(str, argv)])
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -76,7 +76,7 @@ def test_bad_query_prints_polars_message_on_one_line_and_exits_2(results, capsys
     assert rc == 2 and out == ""
     assert err.count("\n") == 1
     assert 'unable to find column "nope"' in err and "Resolved plan" not in err
-    rc, out, err = _run(capsys, results, "SELEC 1")
+    rc, out, err = _run(capsys, results, "SELECT 1 FROM")
     assert rc == 2 and out == "" and err.count("\n") == 1 and "sql parser error" in err
 
 
@@ -84,3 +84,40 @@ def test_missing_results_path_exits_2(tmp_path, capsys):
     rc, out, err = _run(capsys, tmp_path / "absent", "SELECT 1")
     assert rc == 2 and out == "" and err.count("\n") == 1
     assert "absent" in err and "does not exist" in err
+
+
+@pytest.mark.parametrize("sql, word", [
+    ("DROP TABLE summary", "DROP"), ("COPY summary TO 'out.csv'", "COPY"),
+    ("CREATE TABLE x AS SELECT * FROM summary", "CREATE"), ("  delete from results", "DELETE"),
+    ("SHOW TABLES", "SHOW"), ("/* first */ TRUNCATE summary", "TRUNCATE"),
+])
+def test_a_statement_that_is_not_a_query_is_refused_in_one_line(results, sql, word, capsys):
+    before = sorted(p.name for p in results.rglob("*"))
+    rc, out, err = _run(capsys, results, sql)
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert f"only a query is run, got {word!r}" in err and "start the statement with SELECT" in err
+    assert sorted(p.name for p in results.rglob("*")) == before
+
+
+def test_with_comments_and_parentheses_are_still_queries(results, capsys):
+    rc, out, _ = _run(capsys, results, "-- how many\n(WITH s AS (SELECT * FROM summary) SELECT count(*) AS n FROM s)",
+                      "--format", "json")
+    assert rc == 0 and json.loads(out) == [{"n": 30}]
+
+
+def test_query_and_report_say_the_same_about_an_empty_or_missing_directory(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    said = {}
+    for target in ("empty", "absent"):
+        path = str(tmp_path / target)
+        assert cli.main(["query", "--results", path, "SELECT 1"]) == 2
+        q = capsys.readouterr()
+        assert cli.main(["report", "--results", path, "-o", str(tmp_path / "out")]) == 2
+        r = capsys.readouterr()
+        assert q.out == r.out == ""
+        assert q.err.removeprefix("tilesweep query: ") == r.err.removeprefix("tilesweep report: ")
+        assert q.err.count("\n") == 1 and path in q.err
+        said[target] = q.err
+    assert "no run under" in said["empty"] and "start one with `tilesweep run`" in said["empty"]
+    assert "does not exist" in said["absent"]
+    assert not (tmp_path / "out").exists()

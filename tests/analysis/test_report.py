@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analysis import report
+from analysis import query, report
 from orchestrator import cli
 from tilings import enumerate_tilings
 
@@ -32,7 +32,7 @@ def built(tmp_path_factory, synth):
     synth.write_manifest(root, "run-a", environment={"python": "3.11.7", "gpus": {"count": 0}},
                          planned=synth.planned_for("molmo-v1", tilings))
     out = root.parent / "report"
-    rc = cli.main(["report", str(root), "-o", str(out)])
+    rc = cli.main(["report", "--results", str(root), "-o", str(out)])
     assert rc == 0
     configs = len({r.config_id for r in records}) + 1
     return out, configs
@@ -90,14 +90,14 @@ def test_report_refuses_a_file_as_directory_and_empty_results(tmp_path, synth, c
     synth.write_sweep(tmp_path / "res", families=("1xk",), repeats=2)
     target = tmp_path / "taken"
     target.write_text("keep me")
-    assert cli.main(["report", str(tmp_path / "res"), "-o", str(target)]) == 2
+    assert cli.main(["report", "--results", str(tmp_path / "res"), "-o", str(target)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "taken" in err and "is a file" in err
     assert target.read_text() == "keep me"
 
     (tmp_path / "empty").mkdir()
-    assert cli.main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) == 2
-    assert "no result rows" in capsys.readouterr().err
+    assert cli.main(["report", "--results", str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) == 2
+    assert "no run under" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -136,3 +136,60 @@ def test_report_flags_every_config_with_too_few_samples_and_says_what_to_do(buil
     assert "run with --precision 2 (adaptive) or --repeats 10" in html
     gap = next(k for k in sections if k.startswith("Method gap"))
     assert "not the difference of the two medians" in gap
+
+
+def test_wide_tables_scroll_in_their_own_box(built):
+    out, _ = built
+    html = (out / "report.html").read_text()
+    tables = html.count("<table>")
+    assert tables >= 5 and html.count('<div class="scroll">\n<table>') == tables
+    assert "div.scroll{overflow-x:auto" in html
+
+
+def test_a_report_into_a_used_directory_leaves_no_stale_figures(tmp_path, synth):
+    res = tmp_path / "res"
+    few = [(1, k) for k in range(3, 13)]  # 1x1, 1x2: three figures per run (no model fit) keep it short
+    synth.write_sweep(res, families=("1xk",), repeats=2, run_id="run-a", skip=few)
+    synth.write_sweep(res, families=("1xk",), repeats=2, run_id="run-b", skip=few)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "stages-notes.txt").write_text("mine too")
+    first = {p.name for p in report.build(res, out, run_ids=["run-b"])}
+    assert len({n for n in first if n.endswith("run-b.png")}) == 3
+    second = {p.name for p in report.build(res, out, run_ids=["run-a"])}
+    left = {p.name for p in out.iterdir()}
+    assert left == second | {"notes.txt", "stages-notes.txt"}
+    assert not any("run-b" in n for n in left)
+    html = (out / "report.html").read_text()
+    assert len(checks.check_images(out, html)) == len([n for n in second if n.endswith(".png")])
+
+
+def _decode_run(root, synth, *, decode: bool) -> Path:
+    records = [synth.base_record(run_id="run-d", config_id=f"c{t}", tiling_cols=t, crops=t + 1, repeat=i,
+                                 sequence_tokens=100 * t, t_total_ms=10.0 * t + i,
+                                 t_ttft_ms=(12.0 * t + i) if decode else None,
+                                 t_tpot_ms=(1.5 + 0.1 * i) if decode else None)
+               for t in (1, 2) for i in range(3)]
+    for t in (1, 2):
+        synth.write_part(root, [r for r in records if r.config_id == f"c{t}"])
+    return root / "run-d"
+
+
+def test_ttft_and_tpot_appear_in_the_tables_when_measured(tmp_path, synth):
+    from orchestrator.commands.run import summary_text
+
+    run_dir = _decode_run(tmp_path / "with", synth, decode=True)
+    lines = summary_text(run_dir).splitlines()
+    header = lines[1].split()
+    assert header[-3:] == ["ttft_ms", "tpot_ms", "status"]
+    row = next(line.split() for line in lines[2:] if line.split()[0] == "1x2")
+    assert row[header.index("ttft_ms")] == "25.00" and row[header.index("tpot_ms")] == "1.60"
+    summary = query.summary(query.scan(tmp_path / "with")).collect()
+    columns = report.summary_columns(summary)
+    assert columns[-3:] == ["ttft_median_ms", "tpot_median_ms", "error"]
+
+    run_dir = _decode_run(tmp_path / "without", synth, decode=False)
+    assert "ttft" not in summary_text(run_dir) and "tpot" not in summary_text(run_dir)
+    summary = query.summary(query.scan(tmp_path / "without")).collect()
+    assert report.summary_columns(summary) == list(report.SUMMARY_COLUMNS)

@@ -33,7 +33,9 @@ def test_flags_are_pinned():
     """The subcommand's surface, so it does not sprawl unnoticed."""
     plan = build_parser()._subparsers._group_actions[0].choices["plan"]
     flags = sorted(s for a in plan._actions for s in a.option_strings)
-    assert flags == ["--crops", "--family", "--format", "--help", "--image-tokens", "--profile", "-h"]
+    # -v/--verbose: every subcommand takes it after its name too (orchestrator.cli), not only before.
+    assert flags == ["--crops", "--family", "--format", "--help", "--image-tokens", "--profile", "--verbose", "-h",
+                     "-v"]
 
 
 def test_default_table_molmo2(capsys):

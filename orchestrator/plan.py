@@ -26,6 +26,7 @@ from tilesweep.errors import SpecError, UsageError
 from tilings import (
     Scheme,
     Tiling,
+    crop_counts,
     enumerate_tilings,
     parse_families,
     scheme_from_dict,
@@ -166,9 +167,15 @@ def _family_points(profile: Scheme, families: Sequence[str]) -> list[Point]:
 
 def _checked(profile: Scheme, tiling: Tiling) -> Tiling:
     if profile.max_crops is not None and tiling.rows * tiling.cols > profile.max_crops:
+        # Crops count the global view, as everywhere else (`--crops`, status, the report):
+        # the views a grid adds beside its tiles are what the largest grid adds.
+        most = crop_counts(profile)[-1]
+        views = most - profile.max_crops
+        tiles = tiling.rows * tiling.cols
         raise UsageError(
-            f"tiling {tiling.rows}x{tiling.cols} has {tiling.rows * tiling.cols} crops, over the max_crops "
-            f"{profile.max_crops} of profile {profile.name!r}; pick tilings with rows*cols <= {profile.max_crops}")
+            f"tiling {tiling.rows}x{tiling.cols} has {tiles + views} crops ({tiles} tiles + {views} global view), "
+            f"over the {most} that profile {profile.name!r} allows ({profile.max_crops} tiles + {views}); "
+            f"pick tilings with rows*cols <= {profile.max_crops}")
     profile.resolution_for(tiling)  # raises the scheme's own one-line error for an unreachable target
     return tiling
 

@@ -149,9 +149,11 @@ class Profile(GridFamilies, SchemeRecord):
         rows = check_positive_int("tiling rows", tiling[0])
         cols = check_positive_int("tiling cols", tiling[1])
         if rows * cols > self.max_crops:
+            # Crops count the global crop, as everywhere else in tilesweep.
             raise UsageError(
-                f"tiling {rows}x{cols} has {rows * cols} crops, over profile {self.name!r}'s max_crops "
-                f"{self.max_crops}; pick rows*cols in 1..{self.max_crops}"
+                f"tiling {rows}x{cols} has {rows * cols + 1} crops ({rows * cols} tiles + the global crop), over "
+                f"the {self.max_crops + 1} of profile {self.name!r} (max_crops {self.max_crops} tiles + the global "
+                f"crop); pick rows*cols in 1..{self.max_crops}"
             )
         return Tiling(rows, cols)
 

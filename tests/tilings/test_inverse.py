@@ -93,8 +93,9 @@ def test_any_image_lands_on_the_canvas_of_its_tiling(name, h, w):
 @pytest.mark.parametrize(
     ("tiling", "needle"),
     [
-        ((1, 13), r"1x13 has 13 crops, over profile 'molmo-v1'.s max_crops 12; pick rows\*cols in 1\.\.12"),
-        ((4, 4), "4x4 has 16 crops"),
+        ((1, 13), r"1x13 has 14 crops \(13 tiles \+ the global crop\), over the 13 of profile 'molmo-v1' "
+                  r"\(max_crops 12 tiles \+ the global crop\); pick rows\*cols in 1\.\.12"),
+        ((4, 4), "4x4 has 17 crops"),
         ((0, 2), "tiling rows must be a positive integer, got 0"),
         ((2, -1), "tiling cols must be a positive integer, got -1"),
         ((1.0, 2), "tiling rows must be a positive integer, got 1.0"),

@@ -52,6 +52,7 @@ from tilings import Scheme
 from workers import faults
 from workers.config import MeasureConfig, Timing
 from workers.record import STATUS_FAILED, STATUS_OK, Record
+from workers.runtime import thread_env
 
 __all__ = ["Driver", "SweepError", "SweepOutcome", "host_kwargs_for"]
 
@@ -93,8 +94,9 @@ class Driver:
         host_cls: the host class; any class with ``describe()`` and
             ``measure(MeasureConfig) -> list[Record]`` (default `workers.ModelHost`).
         host_kwargs: constructor kwargs; default: the spec's model settings.
-        actor_env: extra environment variables for the actors (``TILESWEEP_INJECT``
-            is passed on from this process when set).
+        actor_env: extra environment variables for the actors, over `workers.runtime.thread_env()`
+            (the thread count `python -m workers` uses too); ``TILESWEEP_INJECT`` is passed on from
+            this process when set.
         progress: where events go (default: log lines).
     """
 
@@ -108,10 +110,12 @@ class Driver:
         self.store = store
         self.progress = progress or LogProgress()
         self._clock = clock
-        env = dict(actor_env or {})
+        # Every host gets the same thread count as `python -m workers` uses by default (one definition).
+        env = {**thread_env(), **(actor_env or {})}
         if os.environ.get(faults.ENV_VAR) and faults.ENV_VAR not in env:
             # The fault-injection hook must reach the hosts, which do not inherit this process's env.
             env[faults.ENV_VAR] = os.environ[faults.ENV_VAR]
+        self.actor_env = env  # what every host actor gets in its environment
         self.pool = HostPool(host_cls, host_kwargs_for(spec) if host_kwargs is None else host_kwargs, workers,
                              env=env, start_timeout_s=spec.start_timeout_s, max_attempts=spec.max_attempts,
                              progress=self.progress, clock=clock)

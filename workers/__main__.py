@@ -2,12 +2,18 @@
 
 Examples::
 
-    python -m workers --model tiny-molmo2 --tiling 1x3 --repeats 5 --warmup 2 --decode-tokens 4
-    python -m workers --tiling 1x1,1x4,2x2 --json > records.json
+    python -m workers --model tiny-molmo2 --tilings 1x3 --repeats 5 --warmup 2 --decode-tokens 4
+    python -m workers --tilings 1x1,1x4,2x2 --json > records.json
 
 Prints a per-stage table (median, p5, p95 in ms) for the hook and the
 subtraction method, or with ``--json`` the records as a JSON list. Exit status:
 0 when every configuration succeeded, 1 when one failed, 2 on bad arguments.
+
+The flags are `tilesweep run`'s, spelled the same (``--tilings``,
+``--attn-implementation``, ``--dtype float32|float16|bfloat16``, the timing
+flags); the older ``--tiling``, ``--attn`` and ``bf16``-style dtypes still work.
+The torch thread count is a sweep host's (`workers.runtime.HOST_THREADS`), so a
+tiling is timed here as inside a sweep.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import sys
 from tilesweep import fields
 from tilesweep.errors import UsageError
 from workers.config import MeasureConfig, Timing, parse_tiling
+from workers.runtime import DTYPE_ALIASES, DTYPES, HOST_THREADS, dtype_name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,21 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny-molmo2",
                    help="registered model (tiny-molmo2 by default; every family's tiny and -arch models, see the README), "
                         "hub id or local path")
-    p.add_argument("--tiling", action="append", default=None,
-                   help="tiling RxC; repeat or comma-separate for several (default 1x3)")
+    p.add_argument("--tilings", "--tiling", dest="tilings", action="append", default=None, metavar="LIST",
+                   help="tilings RxC, comma-separated or repeated, e.g. 1x2,2x4 (default 1x3)")
     p.add_argument("--height", type=int, help="image height in px (default: the tiling's exact resolution)")
     p.add_argument("--width", type=int, help="image width in px (with --height)")
     # The same timing flags, defaults and limits as `tilesweep run` (one declaration: Timing).
     fields.add_flags(p, Timing, groups={"timing": "how each config is timed"})
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--attn", dest="attn_implementation", help="attention implementation (sdpa, eager, ...)")
+    p.add_argument("--dtype", metavar="NAME",
+                   help=f"model dtype, {', '.join(DTYPES)} (also {', '.join(DTYPE_ALIASES)}); "
+                        "default bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--attn-implementation", "--attn", dest="attn_implementation", metavar="NAME",
+                   help="attention implementation (sdpa, eager, ...)")
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own code (Molmo v1)")
     p.add_argument("--profile", help="tiling profile name or preprocessor_config.json (default: the model's)")
     p.add_argument("--module", action="append", default=[], metavar="STAGE=PATH",
                    help="override a module-map stage (vision, projector, llm_blocks, lm_head, vision_blocks)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads on the CPU")
+    p.add_argument("--threads", type=int, default=HOST_THREADS, metavar="N",
+                   help=f"torch intra-op threads (default {HOST_THREADS}, as every host of a sweep)")
     p.add_argument("--json", action="store_true", help="print the records as a JSON list")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return p
@@ -72,7 +83,11 @@ def parse_modules(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    tilings = [parse_tiling(t) for arg in (args.tiling or ["1x3"]) for t in arg.split(",") if t.strip()]
+    tilings = [parse_tiling(t) for arg in (args.tilings or ["1x3"]) for t in arg.split(",") if t.strip()]
+    dtype = dtype_name(args.dtype) if args.dtype is not None else None
+    if args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}; leave it out for {HOST_THREADS}, "
+                         "as every host of a sweep")
     times = timing(args)
     configs = [MeasureConfig(**dataclasses.asdict(times), tiling_rows=r, tiling_cols=c, height=args.height,
                              width=args.width) for r, c in tilings]
@@ -84,9 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from workers.record import STATUS_OK
     from workers.summary import format_table, to_jsonable
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    host = ModelHost(args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attn_implementation,
+    torch.set_num_threads(args.threads)
+    host = ModelHost(args.model, device=args.device, dtype=dtype, attn_implementation=args.attn_implementation,
                      revision=args.revision, trust_remote_code=args.trust_remote_code, profile=args.profile,
                      module_overrides=modules or None, seed=times.seed)
     records = [record for config in configs for record in host.measure(config)]

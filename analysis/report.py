@@ -108,6 +108,7 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) ->
     except UsageError as exc:
         section.notes.append(f"latency model not fitted: {exc}")
         model = None
+    section.notes += noise.advice(rows)
     if model is not None and model.separability.note:
         section.notes.append(f"crops vs tokens: {model.separability.note}")
     if model is not None:
@@ -129,7 +130,6 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) ->
     pending = not_done(rows, planned)
     if pending is not None and pending.height:
         section.tables.append(("Planned configs without an ok result", pending))
-    section.notes += noise.advice(rows)
     if model is not None:
         section.tables += _model_tables(model)
     return section

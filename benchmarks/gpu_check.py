@@ -17,7 +17,7 @@ pixel-budget schemes, 3 warm-ups and 10 repeats. Per configuration it reports
 
 Writes ``records.json``, ``summary.json``, ``summary.txt`` (its first line names the
 GPU, driver, CUDA, torch and transformers) and ``records.parquet`` (where pyarrow is
-installed; ``tilesweep query OUTDIR/records.parquet "SQL"`` reads it).
+installed; ``tilesweep query --results OUTDIR/records.parquet "SQL"`` reads it).
 
 Needs torch and transformers only (no ray or polars); runs from the source tree.
 Without CUDA it refuses to run unless ``--cpu-smoke`` asks for the CPU smoke test

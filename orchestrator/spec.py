@@ -31,10 +31,11 @@ from tilesweep import fields
 from tilesweep.errors import SpecError
 from tilesweep.fields import setting
 from tilings import FAMILIES, PROFILES
+from workers import runtime
 from workers.config import ADAPTIVE, Timing
 
 DEFAULT_FAMILIES = ("1xk", "2xk", "kx1")
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = runtime.DTYPES
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TILING = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 # --help shows the flags in these groups, in this order.

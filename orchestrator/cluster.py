@@ -3,8 +3,12 @@
 `connect` either joins a running cluster (``--address``, or ``RAY_ADDRESS`` as set
 inside ``ray job submit``) or starts a private local one: no dashboard (no UI, no job
 API; its host pinned to 127.0.0.1), quiet logs, enough CPU slots for the CPU
-actors. An address that cannot be reached is
-a `UsageError` raised before anything is written.
+actors. An address that cannot be joined is one `UsageError` line (the CLI's exit 2),
+raised before anything is written: a port that does not answer, or answers but not
+as Ray (`check_reachable`, plain sockets, a few seconds at most), and a cluster that
+refuses this client's token (`connect`). Ray's own log lines of that attempt are
+held back and only the cause is reported; without that, a wrong address cost 20
+lines of Ray warnings and 30 s, and a port that is not Ray's hung for minutes.
 
 `worker_plan` decides the actors: one per ``gpus_per_worker`` GPUs when the
 cluster has GPUs (logical ones included), else ``--workers`` CPU actors (2 by
@@ -17,6 +21,10 @@ import logging
 import math
 import os
 import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +34,14 @@ from tilesweep.errors import UsageError
 log = logging.getLogger(__name__)
 
 DEFAULT_CPU_WORKERS = 2
-_REACH_TIMEOUT_S = 5.0
+# A live GCS answers in milliseconds; an address that takes longer is a mistake.
+_REACH_TIMEOUT_S = 3.0
+# The client connection preface of HTTP/2 (RFC 9113 3.4): Ray's GCS and its client
+# server are gRPC, and answer it with a SETTINGS frame (type 4).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_HTTP2_SETTINGS = 0x4
+_AUTH_FIX = ("set RAY_AUTH_MODE=token and give this machine the cluster's token: RAY_AUTH_TOKEN, "
+             "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (`ray get-auth-token` on the head prints it)")
 
 
 @dataclass(kw_only=True, frozen=True, slots=True)
@@ -63,9 +78,18 @@ def resolve_address(address: str | None) -> str | None:
 
 
 def check_reachable(address: str) -> None:
-    """Fail fast, with one line, when ``host:port`` (or ``ray://host:port``) does not answer.
+    """Fail fast, with one line, when ``host:port`` (or ``ray://host:port``) is not a Ray endpoint.
 
+    Plain sockets, `_REACH_TIMEOUT_S` at most for each step: a TCP connect, then the
+    HTTP/2 preface, which a Ray GCS or Ray client server (both gRPC) answers with a
+    SETTINGS frame. A port that refuses, times out or answers anything else (the
+    dashboard, a web server, a database) is refused here instead of in `ray.init`,
+    which retries such an address for minutes. With ``RAY_USE_TLS`` set the preface
+    would be refused by a real cluster, so only the TCP connect is checked.
     ``auto`` is left to `ray.init`, which finds the cluster started on this machine.
+
+    Raises:
+        UsageError: malformed, unreachable, or not Ray (the CLI exits 2).
     """
     if address == "auto":
         return
@@ -77,11 +101,92 @@ def check_reachable(address: str) -> None:
     if not sep or not port.isdigit() or not host:
         raise UsageError(f"--address {address!r} is not host:port, ray://host:port or auto; e.g. 10.0.0.5:6379")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=_REACH_TIMEOUT_S):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=_REACH_TIMEOUT_S) as sock:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", ""):
+                answer = _http2_answer(sock)
+                if len(answer) < 4 or answer[3] != _HTTP2_SETTINGS:
+                    seen = answer[:16].decode("ascii", "replace").split("\r")[0] or "nothing"
+                    raise UsageError(f"{address!r} answers but is not Ray (it replied {seen!r}, not gRPC); pass the "
+                                     "GCS address (host:6379 by default; `ray start --head` prints it), "
+                                     "ray://host:10001 or auto")
     except OSError as exc:
         raise UsageError(f"cannot reach Ray at {address!r} ({exc.strerror or exc}); start the cluster "
                          "(`ray start --head` or `ray up cluster.yaml`) or drop --address for a local one") from None
+
+
+def _http2_answer(sock: socket.socket) -> bytes:
+    """The first frame header (9 bytes) a server sends after the HTTP/2 preface; fewer if it stops or stalls."""
+    sock.sendall(_HTTP2_PREFACE)
+    answer = b""
+    try:
+        while len(answer) < 9:
+            chunk = sock.recv(9 - len(answer))
+            if not chunk:
+                break
+            answer += chunk
+    except TimeoutError:
+        pass
+    return answer
+
+
+@contextmanager
+def _ray_output_held(what: str) -> Iterator[list[str]]:
+    """Hold back what Ray prints to stderr (file descriptor 2: its C++ core logs there) in the block.
+
+    Yields a list that holds the captured text once the block ends; it is also logged
+    at debug level. Only for joining a cluster, which starts no process that would
+    inherit the redirected descriptor.
+    """
+    held: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield held
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            held.append(sink.read().decode("utf-8", "replace"))
+            if held[0].strip():
+                log.debug("Ray's output while %s:\n%s", what, held[0].rstrip())
+
+
+def _check_token(target: str) -> None:
+    """Refuse a cluster that rejects this client's token, in milliseconds instead of `ray.init`'s 20 retries.
+
+    Ray 2.60 turns token authentication on for every cluster started with ``ray start``,
+    and a client joining by explicit address sends a token only with RAY_AUTH_MODE=token.
+    `ray._raylet.GcsClient` is not public API: where it is missing or behaves otherwise,
+    the check is skipped and `connect` reports what `ray.init` says.
+    """
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:
+        return
+    try:
+        with _ray_output_held(f"checking the token of {target}"):
+            GcsClient(address=target)
+    except _auth_errors():
+        mode = os.environ.get("RAY_AUTH_MODE", "unset")
+        raise UsageError(f"Ray at {target!r} refused this client's token (RAY_AUTH_MODE is {mode}); "
+                         f"{_AUTH_FIX}") from None
+    except Exception as exc:  # noqa: BLE001 - a private API: anything else is left to ray.init
+        log.debug("token check of %s skipped: %s: %s", target, type(exc).__name__, exc)
+
+
+def _auth_errors() -> tuple[type[BaseException], ...]:
+    """``ray.exceptions.AuthenticationError`` where this Ray has token authentication (2.52 on)."""
+    from ray import exceptions
+
+    error = getattr(exceptions, "AuthenticationError", None)
+    return (error,) if error is not None else ()
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(text.split())[:limit]
 
 
 def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
@@ -97,10 +202,14 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
         False when Ray was already initialised in this process.
 
     Raises:
-        UsageError: the address cannot be reached or is not a Ray cluster.
+        UsageError: the address cannot be reached, is not a Ray cluster, or refuses
+            this client's token (the CLI exits 2).
     """
     import ray
 
+    if not sys.stderr.isatty():
+        # The lines Ray forwards from the actors carry colour codes; a log file or a pipe wants none.
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if ray.is_initialized():
         log.debug("using the Ray connection this process already has")
         return False
@@ -117,10 +226,19 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
                  ray.cluster_resources().get("GPU", 0))
         return True
     check_reachable(target)
-    try:
-        ray.init(address=target, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise UsageError(f"cannot connect to Ray at {target!r}: {' '.join(str(exc).split())[:300]}; "
+    if not target.startswith("ray://") and target != "auto":
+        _check_token(target)
+    refused = _auth_errors()
+    failure: BaseException | None = None
+    with _ray_output_held(f"connecting to {target}") as held:
+        try:
+            ray.init(address=target, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError, *refused) as exc:
+            failure = exc
+    if failure is not None:
+        if isinstance(failure, refused) or "Unauthenticated" in (held[0] if held else ""):
+            raise UsageError(f"Ray at {target!r} refused this client's token; {_AUTH_FIX}") from None
+        raise UsageError(f"cannot connect to Ray at {target!r}: {_one_line(str(failure))}; "
                          "check the address or drop --address for a local cluster") from None
     log.info("connected to Ray at %s", target)
     return True

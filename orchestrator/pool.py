@@ -14,6 +14,7 @@ and counts it against the config that was running.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ class HostPool:
         try:
             info = ray.get(ref)
         except RayError as exc:
-            self._start_failed(slot, short(exc))
+            self._start_failed(slot, root_cause(exc))
             return
         slot.info, slot.start_ref = info, None
         self._ever_started = True
@@ -139,7 +140,9 @@ class HostPool:
         limit = self.workers.count * (self.max_attempts if self._ever_started else 1)
         log.warning("%s failed to start: %s", slot.name, reason)
         if self._start_failures >= limit:
-            raise SweepError(f"{self._start_failures} host actor(s) failed to start in a row; last error: {reason}")
+            # The cause goes last and whole: it is what a user needs, and a cut line hid it.
+            raise SweepError(f"{self._start_failures} host actor(s) failed to start in a row; the last one "
+                             f"failed with {reason}")
         self.replace(slot)
 
     def wait_starts(self, done: Callable[[], bool], timeout: float | None = None) -> None:
@@ -170,3 +173,30 @@ def short(exc: BaseException, limit: int = 500) -> str:
     """An exception as one line of at most `limit` characters."""
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost error of a Ray error as ``Type: message``, one line, whole, without colour codes.
+
+    An actor whose constructor raised surfaces as an ``ActorDiedError`` whose text is
+    Ray's preamble, then the remote traceback (coloured), then the original
+    ``module.Type: message`` lines: those last lines are the cause. A task's
+    ``RayTaskError`` keeps the original exception as ``cause``, used when present.
+    Text without a traceback (a process that died) is returned as one line.
+    """
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and not isinstance(cause, RayError):
+        return f"{type(cause).__name__}: {' '.join(str(cause).split())}"
+    lines = _ANSI.sub("", str(exc)).splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    if not frames:
+        return " ".join(" ".join(lines).split())
+    tail = lines[frames[-1] + 1:]
+    while tail and (not tail[0].strip() or tail[0][0].isspace()):  # the frame's source and ^^^ markers
+        tail = tail[1:]
+    qualified, sep, message = " ".join(" ".join(tail).split()).partition(": ")
+    name = qualified.rsplit(".", 1)[-1]
+    return f"{name}{sep}{message}" if " " not in qualified else f"{qualified}{sep}{message}"

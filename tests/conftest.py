@@ -1,5 +1,9 @@
 """Session-wide fixtures: one local multi-node Ray cluster for every Ray test, and results built from real geometry.
 
+`default_sweep` runs `make sweep` (the README's first command: the embedded default
+job on a private local Ray cluster) once per session in a fresh clone; the make-sweep
+test checks it and the README test runs the README's examples on a copy of its results.
+
 `ray_cluster` starts `ray.cluster_utils.Cluster` once per test session: a head
 node that holds no GPUs and two worker nodes with two logical GPUs each, then
 connects this process with `ray.init`. Tests that add or remove nodes must put
@@ -19,6 +23,8 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -36,6 +42,37 @@ from workers.record import STATUS_FAILED, STATUS_OK, Record
 WORKER_NODES = 2
 GPUS_PER_NODE = 2
 CPUS_PER_NODE = 2
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class DefaultSweep:
+    """What `make sweep` did in a fresh clone: the process (its stdout ends with the table) and the results."""
+
+    proc: subprocess.CompletedProcess
+    clone: Path
+
+    @property
+    def results(self) -> Path:
+        return self.clone / "results"
+
+
+@pytest.fixture(scope="session")
+def default_sweep(tmp_path_factory) -> DefaultSweep:
+    """`make sweep` on a fresh clone, once per session (about a minute on 2 cores); skipped without git and make."""
+    if shutil.which("git") is None or shutil.which("make") is None:
+        pytest.skip("needs git and make")
+    clone = tmp_path_factory.mktemp("default-sweep") / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    # The clone uses the virtual environment this test runs in (installing one would
+    # download wheels); `-o` keeps make from reinstalling into it.
+    venv = Path(sys.prefix)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local cluster, not the test's
+    proc = subprocess.run(["make", "sweep", f"VENV={venv}", "-o", str(venv / ".tilesweep-installed")],
+                          cwd=clone, capture_output=True, text=True, timeout=900, env=env)
+    return DefaultSweep(proc=proc, clone=clone)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,20 +23,10 @@ from store.schema import SCHEMA
 
 pytestmark = pytest.mark.ray
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("git") is None or shutil.which("make") is None, reason="needs git and make")
-def test_make_sweep_on_a_fresh_clone_ends_with_the_summary_table(tmp_path):
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
-    # The clone uses the virtual environment this test runs in (installing one would
-    # download wheels); `-o` keeps make from reinstalling into it.
-    venv = Path(sys.prefix)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local cluster, not the test's
-    proc = subprocess.run(["make", "sweep", f"VENV={venv}", "-o", str(venv / ".tilesweep-installed")],
-                          cwd=clone, capture_output=True, text=True, timeout=900, env=env)
+def test_make_sweep_on_a_fresh_clone_ends_with_the_summary_table(default_sweep):
+    proc, clone = default_sweep.proc, default_sweep.clone  # `make sweep` in a fresh clone (tests/conftest.py)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [p for p in (clone / "results").iterdir() if p.is_dir()]
     assert len(runs) == 1

@@ -33,7 +33,7 @@ LANGUAGES = {"sh", "python", "text", "yaml"}
 RUNNABLE = {"sh", "python"}
 NO_TEST = re.compile(r"<!--\s*no-test:\s*(\S.*?)\s*-->")
 # The run id the README's examples name; the test puts the copied run's id in its place.
-EXAMPLE_RUN_ID = "20261126-072830-93d8"
+EXAMPLE_RUN_ID = "20261127-224721-20e2"
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,13 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
         started_ray = connect(spec.address, num_cpus=spec.workers)
         try:
             remote = started_ray and resolve_address(spec.address) is not None
-            driver = Driver(spec, store, worker_plan(spec, cluster_gpus(), remote=remote), host_cls=host_cls,
-                            host_kwargs=host_kwargs, actor_env=actor_env, progress=progress)
+            workers = worker_plan(spec, cluster_gpus(), remote=remote)
+            if profile is not None and 0 < len(todo) < workers.count:
+                # No actor without a config to measure: a `fill` of one tiling loads one model
+                # (and on an autoscaling cluster brings up one GPU node, not --workers of them).
+                workers = dataclasses.replace(workers, count=len(todo))
+            driver = Driver(spec, store, workers, host_cls=host_cls, host_kwargs=host_kwargs, actor_env=actor_env,
+                            progress=progress)
             try:
                 if profile is None:
                     profile = driver.host_profile()

@@ -171,7 +171,11 @@ def test_the_readme_examples_run_as_written(default_sweep, tmp_path):
 
     runnable = [b.line for b in blocks if b.language in RUNNABLE and b.skip is None]
     assert sorted(ran) == runnable
-    # The examples did what they say: fill measured the 9-crop tiling the default families lack (4x2).
+    # The examples did what they say: fill measured the 9-crop tiling the default families lack (4x2),
+    # on one new actor (one config to measure: no second model loaded for nothing).
     (run_after,) = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
-    assert len(list(run_after.glob("part-*.parquet"))) > len(list(run_dir.glob("part-*.parquet")))
+    parts_after = {p.name for p in run_after.glob("part-*.parquet")}
+    assert len(parts_after - {p.name for p in run_dir.glob("part-*.parquet")}) == 1
+    hosts = [json.loads((d / "manifest.json").read_text())["hosts"] for d in (run_dir, run_after)]
+    assert len(hosts[1]) == len(hosts[0]) + 1
     print("\n".join(f"{seconds:6.1f} s  {command}" for seconds, command in took))

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "status": "what is done, missing and failed, per crop count and tiling",
     "query": "polars SQL over the results",
     "report": "plots, tables and report.html from results",
+    "compact": "rewrite finished runs' parts as one Parquet file each (faster reads, same rows)",
 }
 
 # The grammar every subcommand follows, as `tilesweep --help` states it.

@@ -19,8 +19,18 @@ config, and nothing else. Precisely, `check` verifies over the files on disk
    reads with the schema, all its rows carry the run id, config id and attempt its
    name says, one status, and its config is planned.
 3. **Nothing half-written or stray.** No ``.tmp-*`` file and no file that is neither
-   the manifest nor a part. Parts the driver moved aside as unreadable
-   (``*.corrupt``, see `store.runs`) are counted, not problems.
+   the manifest, a part nor the compacted file. Parts the driver moved aside as
+   unreadable (``*.corrupt``, see `store.runs`) are counted, not problems.
+
+A compacted run (`store.compact`) holds its kept attempts in ``compacted.parquet``:
+it is read whole like a part, its rows carry the run id, each of its config
+attempts has one status, it holds one attempt per config and none above the
+highest attempt its footer records. Parts that file supersedes (a compaction
+stopped before deleting them) are counted, not read and not problems: readers
+leave them out. Parts beside it (written after it) are checked as parts.
+
+All files are read in one polars scan; only when that fails is each file read on
+its own, to name the damaged ones.
 4. **The manifest matches.** It parses and names the run; its planned configs are
    exactly the ids its invocations planned; the last invocation finished (an
    earlier one a killed driver left unfinished was resumed by it); its counts
@@ -42,18 +52,28 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from store.manifest import Manifest, plan_problems
-from store.parts import MANIFEST, PART_NAME, QUARANTINED_NAME, TEMP_PREFIX, Outcome, kept, part_problem
+from store.parts import (
+    COMPACTED,
+    MANIFEST,
+    PART_NAME,
+    QUARANTINED_COMPACTED,
+    QUARANTINED_NAME,
+    TEMP_PREFIX,
+    Outcome,
+    kept,
+    part_problem,
+    run_listing,
+)
 from store.runs import RunStore
-from store.scan import scan
+from store.scan import POLARS_SCHEMA, scan
 from tilesweep.errors import ResultsError
 from workers.record import STATUS_FAILED, STATUS_OK
 
 # The counts every report has (configs by outcome, then files).
-COUNTS = ("planned", "ok", "failed", "missing", "parts", "rows", "quarantined", "temporaries")
+COUNTS = ("planned", "ok", "failed", "missing", "parts", "rows", "quarantined", "temporaries", "compacted",
+          "superseded")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,16 +88,23 @@ class InvariantReport:
         c = self.counts
         head = "invariant holds" if self.ok else f"invariant violated ({len(self.problems)} problem(s))"
         return (f"{head}: {c.get('planned', 0)} planned, {c.get('ok', 0)} ok, {c.get('failed', 0)} failed, "
-                f"{c.get('missing', 0)} missing; {c.get('parts', 0)} part(s), {c.get('quarantined', 0)} quarantined")
+                f"{c.get('missing', 0)} missing; {c.get('parts', 0)} part(s)"
+                + (f" and a compacted file ({c.get('superseded', 0)} superseded part(s) left)" if c.get("compacted")
+                   else "") + f", {c.get('quarantined', 0)} quarantined")
 
 
 @dataclass(slots=True)
 class _Part:
+    """One config attempt in one file (a part, or one config of the compacted file), as read."""
+
     path: Path
     config_id: str
     attempt: int
     status: str | None = None  # None: unreadable or unsound, so not a result
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: int = 0
+    numbers: list[int] = field(default_factory=list)  # the repeat numbers, sorted
+    repeats: list[Any] = field(default_factory=list)  # the distinct values of the ``repeats`` column
+    empty_errors: int = 0  # rows without an error message
 
 
 def check(results_dir: str | Path, run_id: str, planned: Iterable[Any] | None = None) -> InvariantReport:
@@ -174,8 +201,10 @@ def _recorded_plan(manifest: Manifest) -> list[str]:
 
 
 def _parts(run_dir: Path, run_id: str, problems: list[str], counts: dict[str, int]) -> list[_Part]:
-    """Every part in the run directory, read whole; stray, temporary and unreadable files noted."""
-    parts = []
+    """Every part and the compacted file, read whole; stray, temporary, superseded and unreadable files noted."""
+    listing = run_listing(run_dir)
+    superseded = {p.name for p in listing.superseded}
+    files: list[Path] = []
     for path in sorted(run_dir.iterdir()):
         name = path.name
         if name == MANIFEST:
@@ -185,46 +214,135 @@ def _parts(run_dir: Path, run_id: str, problems: list[str], counts: dict[str, in
             problems.append(f"{path}: a temporary file was left behind; the next `tilesweep run --run-id {run_id}` "
                             "removes it")
             continue
-        if QUARANTINED_NAME.match(name):
+        if QUARANTINED_NAME.match(name) or QUARANTINED_COMPACTED.match(name):
             counts["quarantined"] += 1
             continue
-        m = PART_NAME.match(name)
-        if m is None or not path.is_file():
+        if name in superseded:
+            counts["superseded"] += 1
+            continue
+        if not (PART_NAME.match(name) or name == COMPACTED) or not path.is_file():
             problems.append(f"{path}: not a part or the manifest; move it out of the run directory")
             continue
-        counts["parts"] += 1
-        part = _Part(path=path, config_id=m.group("config_id"), attempt=int(m.group("attempt")))
-        parts.append(part)
-        reason = part_problem(path)
-        if reason is None:
-            try:
-                part.rows = pq.read_table(path).to_pylist()
-            except (OSError, pa.ArrowException) as exc:
-                reason = " ".join(str(exc).split())[:200]
-        if reason is not None:
-            problems.append(f"{path}: unreadable ({reason}); the next `tilesweep run --run-id {run_id}` moves it "
-                            "aside and measures its config again")
+        counts["compacted" if name == COMPACTED else "parts"] += 1
+        files.append(path)
+    frame, unreadable = _read(files, run_id, problems)
+    counts["rows"] += frame.height
+    per_file = {row["file"]: row for row in frame.filter(pl.col("file") != str(run_dir / COMPACTED))
+                .group_by("file").agg(*_AGGS, *(pl.col(c).unique().alias(f"{c}s") for c in _NAMED)).iter_rows(named=True)}
+    out: list[_Part] = []
+    for path in files:
+        if path in unreadable:
             continue
-        counts["rows"] += len(part.rows)
-        found = _check_part(part, run_id)
+        if path.name == COMPACTED:
+            out += _compacted(path, frame.filter(pl.col("file") == str(path)), run_id, listing.attempts, problems)
+            continue
+        m = PART_NAME.match(path.name)
+        assert m is not None, path
+        row = per_file.get(str(path))
+        part = _unit(path, m.group("config_id"), int(m.group("attempt")), row)
+        found = _check_part(row, part, run_id)
         problems += [f"{path}: {p}" for p in found]
         if not found:  # only a sound part counts as a result
-            part.status = part.rows[0]["status"]
-    return parts
+            part.status = row["statuses"][0]
+        out.append(part)
+    return out
 
 
-def _check_part(part: _Part, run_id: str) -> list[str]:
+# What is checked of a config attempt, aggregated in polars (one row per part, or per attempt of the compacted file).
+_AGGS = (
+    pl.len().alias("rows"),
+    pl.col("status").unique().alias("statuses"),
+    pl.col("repeat").sort().alias("numbers"),
+    pl.col("repeats").unique().alias("repeats"),
+    (pl.col("error").fill_null("").str.strip_chars() == "").sum().alias("empty_errors"),
+)
+# Columns whose values a part's name states.
+_NAMED = ("run_id", "config_id", "attempt")
+_READ_OPTIONS: dict[str, Any] = dict(
+    hive_partitioning=False, missing_columns="insert", extra_columns="ignore", schema=POLARS_SCHEMA,
+    cast_options=pl.ScanCastOptions(integer_cast="upcast", float_cast="upcast"), include_file_paths="file")
+
+
+def _read(files: list[Path], run_id: str, problems: list[str]) -> tuple[pl.DataFrame, set[Path]]:
+    """Every row of `files`, all columns decoded, with a ``file`` column, and the files that cannot be read.
+
+    One scan over all files; only when it fails is each file checked on its own
+    (footer, then every page), so a damaged file is named and the others still read.
+    """
+    empty = pl.DataFrame(schema={**POLARS_SCHEMA, "file": pl.String})
+    if not files:
+        return empty, set()
+    try:
+        return pl.scan_parquet([str(f) for f in files], **_READ_OPTIONS).collect(), set()
+    except (pl.exceptions.PolarsError, OSError):
+        pass
+    frames, unreadable = [], set()
+    for path in files:
+        reason = part_problem(path, full=True)
+        if reason is None:
+            try:
+                frames.append(pl.scan_parquet(str(path), **_READ_OPTIONS).collect())
+                continue
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                reason = " ".join(str(exc).split())[:200]
+        unreadable.add(path)
+        problems.append(f"{path}: unreadable ({reason}); the next `tilesweep run --run-id {run_id}` moves it "
+                        "aside and measures its config again")
+    return (pl.concat(frames) if frames else empty), unreadable
+
+
+def _unit(path: Path, config_id: str, attempt: int, row: dict[str, Any] | None) -> _Part:
+    if row is None:
+        return _Part(path=path, config_id=config_id, attempt=attempt)
+    return _Part(path=path, config_id=config_id, attempt=attempt, rows=row["rows"],
+                 numbers=sorted(row["numbers"], key=lambda n: (n is None, n or 0)), repeats=row["repeats"],
+                 empty_errors=row["empty_errors"])
+
+
+def _check_part(row: dict[str, Any] | None, part: _Part, run_id: str) -> list[str]:
     """A part's rows agree with its name and hold one known status."""
-    if not part.rows:
+    if row is None:
         return ["no rows; a part holds at least one"]
     out = []
     for column, want in (("run_id", run_id), ("config_id", part.config_id), ("attempt", part.attempt)):
-        found = sorted({str(r.get(column)) for r in part.rows})
+        found = sorted({str(v) for v in row[f"{column}s"]})
         if found != [str(want)]:
             out.append(f"{column} {', '.join(found)} in the rows, {want} in the name")
-    statuses = {r.get("status") for r in part.rows}
+    statuses = set(row["statuses"])
     if len(statuses) != 1 or not statuses <= {STATUS_OK, STATUS_FAILED}:
         out.append(f"status {sorted(map(str, statuses))}; a part holds only ok or only failed rows")
+    return out
+
+
+def _compacted(path: Path, rows: pl.DataFrame, run_id: str, highest: dict[str, int],
+               problems: list[str]) -> list[_Part]:
+    """The config attempts of the compacted file, each checked like a part; problems named by the file."""
+    runs = sorted({str(v) for v in rows["run_id"].unique().to_list()})
+    if runs != [run_id]:
+        problems.append(f"{path}: run_id {', '.join(runs)} in the rows, {run_id} in the directory")
+    out = []
+    seen: dict[str, int] = {}
+    for row in rows.group_by("config_id", "attempt").agg(*_AGGS).sort("config_id", "attempt").iter_rows(named=True):
+        cid, attempt = row["config_id"], row["attempt"]
+        if cid is None or attempt is None:
+            problems.append(f"{path}: {row['rows']} row(s) without a config id or attempt")
+            continue
+        part = _unit(path, cid, attempt, row)
+        where = f"{path}: config {cid} attempt {attempt}"
+        statuses = set(row["statuses"])
+        if len(statuses) != 1 or not statuses <= {STATUS_OK, STATUS_FAILED}:
+            problems.append(f"{where}: status {sorted(map(str, statuses))}; an attempt holds only ok or only failed "
+                            "rows")
+        elif attempt > highest.get(cid, -1):
+            problems.append(f"{where}: above the highest attempt the file records ({highest.get(cid)}); it is not "
+                            "what `tilesweep compact` writes, move it out of the run directory")
+        elif cid in seen:
+            problems.append(f"{path}: config {cid} has attempts {seen[cid]} and {attempt}; a compacted file holds one "
+                            "per config")
+        else:
+            part.status = statuses.pop()
+        seen[cid] = attempt
+        out.append(part)
     return out
 
 
@@ -242,12 +360,11 @@ def _kept(by_config: dict[str, list[_Part]]) -> dict[str, _Part]:
 def _check_kept(part: _Part, measurement: dict[str, Any]) -> list[str]:
     where = f"attempt {part.attempt}"
     if part.status == STATUS_FAILED:
-        empty = sum(1 for r in part.rows if not str(r.get("error") or "").strip())
+        empty = part.empty_errors
         return [f"{where} failed with {empty} row(s) lacking an error message"] if empty else []
     out = []
-    repeats_col = {r.get("repeats") for r in part.rows}
-    repeats = measurement.get("repeats", repeats_col.pop() if len(repeats_col) == 1 else None)
-    numbers = sorted(r.get("repeat") for r in part.rows)
+    repeats = measurement.get("repeats", part.repeats[0] if len(part.repeats) == 1 else None)
+    numbers = part.numbers
     if len(set(numbers)) != len(numbers):
         out.append(f"{where} has duplicate repeat numbers {numbers}")
     elif numbers != list(range(len(numbers))):
@@ -265,7 +382,7 @@ def _check_scan(run_dir: Path, kept_parts: dict[str, _Part]) -> list[str]:
     out = []
     got = {row["config_id"]: (sorted(row["attempts"]), row["rows"]) for row in seen.iter_rows(named=True)}
     for cid, part in kept_parts.items():
-        want = ([part.attempt], len(part.rows))
+        want = ([part.attempt], part.rows)
         if got.get(cid) != want:
             out.append(f"config {cid}: readers see attempts/rows {got.get(cid)}, the files say {want}")
     for cid in sorted(set(got) - set(kept_parts)):

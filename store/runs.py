@@ -32,15 +32,18 @@ import pyarrow.parquet as pq
 from store import manifest as manifests
 from store.manifest import Manifest
 from store.parts import (
+    COMPACTED,
     MANIFEST,
     PART_NAME,
     QUARANTINE_SUFFIX,
     QUARANTINED_NAME,
     TEMP_PREFIX,
     Outcome,
+    compacted_attempts,
     damaged,
     part_name,
     part_problem,
+    run_listing,
 )
 from store.scan import scan
 from store.schema import SCHEMA, records_to_table
@@ -139,10 +142,18 @@ class RunStore:
         return path
 
     def attempts_on_disk(self) -> dict[str, int]:
-        """Highest attempt number written so far per config id (from the part names, quarantined included)."""
+        """Highest attempt number written so far per config id.
+
+        From the part names (quarantined ones included) and, in a compacted run,
+        the highest attempts its compacted file records (discarded attempts too),
+        so no attempt number is ever used twice and a new part is never superseded.
+        """
         highest: dict[str, int] = {}
         if not self.dir.is_dir():
             return highest
+        compacted = self.dir / COMPACTED
+        if compacted.is_file():
+            highest.update(compacted_attempts(compacted))
         for path in self.dir.iterdir():
             m = PART_NAME.match(path.name) or QUARANTINED_NAME.match(path.name)
             if m:
@@ -189,7 +200,8 @@ class RunStore:
         moved: list[Path] = []
         if not self.dir.is_dir():
             return moved
-        for path in sorted(self.dir.glob("part-*.parquet")):
+        # Superseded parts are not read (a compaction removes them), so they are not checked.
+        for path in run_listing(self.dir).read:
             problem = part_problem(path, full=True)
             if problem is None:
                 continue
@@ -201,7 +213,7 @@ class RunStore:
                         path, target.name, problem)
             moved.append(target)
         if moved:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return moved
 
     # ----- the one way a file is written -----
@@ -220,10 +232,10 @@ class RunStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     # Makes the rename itself durable; not every platform can open a directory.
     try:
         fd = os.open(directory, os.O_RDONLY)

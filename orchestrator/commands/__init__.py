@@ -6,8 +6,9 @@ them all to build the parser. They keep heavy imports off that path: torch loads
 only with a model, Ray only when a sweep starts, so `tilesweep plan` and
 ``--help`` import neither. `run` and `fill` write results (through
 `orchestrator.sweep`); `status`, `query` and `report` read them (through `store`
-and `analysis`); `plan` touches none.
+and `analysis`); `compact` rewrites a finished run's parts as one file (`store.compact`);
+`plan` touches none.
 """
 
 # The subcommands, in the order `tilesweep --help` lists them.
-NAMES = ("plan", "run", "fill", "status", "query", "report")
+NAMES = ("plan", "run", "fill", "status", "query", "report", "compact")

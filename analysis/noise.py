@@ -70,14 +70,18 @@ def per_config(rows: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(records, schema=schema)
 
 
-def flags(rows: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
-    """The configs with a problem, in `COLUMNS` order (empty when none has one)."""
-    return per_config(rows).filter(pl.col("problem").is_not_null()).select(COLUMNS)
+def flags(rows: pl.LazyFrame | pl.DataFrame, table: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The configs with a problem, in `COLUMNS` order (empty when none has one); `table`: `per_config(rows)` if known."""
+    table = per_config(rows) if table is None else table
+    return table.filter(pl.col("problem").is_not_null()).select(COLUMNS)
 
 
-def advice(rows: pl.LazyFrame | pl.DataFrame) -> list[str]:
-    """Lines for the end of a run: what is wrong, with which configs, and what to do (empty when nothing is)."""
-    table = per_config(rows)
+def advice(rows: pl.LazyFrame | pl.DataFrame, table: pl.DataFrame | None = None) -> list[str]:
+    """Lines for the end of a run: what is wrong, with which configs, and what to do (empty when nothing is).
+
+    `table`: `per_config(rows)` when the caller has it already (it walks every config in Python).
+    """
+    table = per_config(rows) if table is None else table
     if table.height == 0:
         return []
     lines = []

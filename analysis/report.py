@@ -98,9 +98,12 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) ->
         section.images.append((f"{kind}-{slug}.png", caption, report_plots.png_bytes(fig)))
 
     if measured.height:
-        image("stages", "Median stage times per tiling, ordered by tokens", report_plots.stacked_stages(measured, title))
+        note = report_plots.grouping_note(measured.height)
+        image("stages", f"Median stage times per tiling, ordered by tokens{note}",
+              report_plots.stacked_stages(measured, title))
         image("growth", "Stage time against tokens, one line per tiling family", report_plots.growth(measured, title))
-        image("methods", "Hook vs subtraction per config", report_plots.methods(gap, title))
+        image("methods", f"Hook vs subtraction per config{report_plots.grouping_note(gap.height)}",
+              report_plots.methods(gap, title))
     else:
         section.notes.append("no config of this run was measured ok; only the failures are listed")
     try:
@@ -108,7 +111,8 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) ->
     except UsageError as exc:
         section.notes.append(f"latency model not fitted: {exc}")
         model = None
-    section.notes += noise.advice(rows)
+    noisy = noise.per_config(rows)  # once: flags and advice both read it
+    section.notes += noise.advice(rows, noisy)
     if model is not None and model.separability.note:
         section.notes.append(f"crops vs tokens: {model.separability.note}")
     if model is not None:
@@ -124,7 +128,7 @@ def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) ->
          "repeats; other_ms is the median of the per-repeat remainders, not total_ms - stages_ms",
          add.select(ADDITIVITY_COLUMNS)),
         ("Noise: configs with negative times, a median less precise than the target (95% interval half-width, "
-         "% of the median), or too few samples for an interval", noise.flags(rows)),
+         "% of the median), or too few samples for an interval", noise.flags(rows, noisy)),
         ("Coverage of crop counts", coverage(rows, planned)),
     ]
     pending = not_done(rows, planned)

@@ -3,6 +3,18 @@
 No pyplot: figures are plain `Figure` objects, so drawing touches no global
 backend state and works headless. Each function takes polars frames from
 `analysis.query` (one run) and returns a `Figure`; `png_bytes` renders it.
+
+Every figure stays readable at any sweep size, and its width is bounded. The
+per-config bar charts (stages, methods) draw one bar per config up to
+`MAX_BARS` configs; beyond that, one bar per group of configs with neighbouring
+token counts (`bars`): the x axis of both figures is the token count already, so
+grouping along it keeps what the figure shows (how each stage grows with tokens)
+while a bar per config of a 1,000-config sweep would be a 40,000 px strip of
+unreadable labels. Faceting by family would not bound the width (one family can
+hold thousands of sizes), and paging would hide the shape across pages. The
+per-family lines of the growth figure are grouped the same way past
+`MAX_POINTS` points per family. Captions say when configs were grouped
+(`grouping_note`).
 """
 
 from __future__ import annotations
@@ -31,34 +43,109 @@ def png_bytes(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _set_config_ticks(ax, s: pl.DataFrame) -> None:
+# Past this many configs a bar chart draws one bar per group of neighbouring token counts.
+MAX_BARS = 40
+# Past this many points per family the growth figure groups neighbouring token counts.
+MAX_POINTS = 60
+
+
+def token_groups(tokens: pl.Series, groups: int) -> pl.Series:
+    """Per value of `tokens`, the index of its group: at most `groups` groups of neighbouring distinct token counts.
+
+    Equal token counts always share a group, and each group holds about as many
+    distinct token counts as the others (so sparse and dense regions of the axis
+    both stay visible).
+    """
+    rank = tokens.rank("dense").cast(pl.Int64) - 1
+    distinct = int(rank.max()) + 1 if tokens.len() else 0
+    return (rank * min(groups, max(distinct, 1)) // max(distinct, 1)).alias("group")
+
+
+def grouped(n_configs: int) -> bool:
+    return n_configs > MAX_BARS
+
+
+def grouping_note(n_configs: int) -> str:
+    """What the caption of a per-config bar chart adds when its configs were grouped (empty when not)."""
+    if not grouped(n_configs):
+        return ""
+    return (f"; {n_configs} configs drawn as at most {MAX_BARS} bars of neighbouring token counts: each bar is the "
+            "median over its configs, whiskers p5-p95 over them")
+
+
+def bars(s: pl.DataFrame, values: list[str], spread: str | None = None) -> pl.DataFrame:
+    """The bars of a per-config chart: ``label``, `values` and, with `spread`, ``lo``/``hi`` whiskers.
+
+    Up to `MAX_BARS` configs: one bar per config, ordered by tokens, labelled by
+    tiling and tokens; the whiskers are the config's own total p5 and p95. Past
+    that: one bar per group of neighbouring token counts (`token_groups`), each
+    value the median over the group's configs, the whiskers p5 and p95 of
+    `spread` over them, labelled by the token range and the number of configs.
+    """
+    s = s.sort(query.TOKENS)
+    if not grouped(s.height):
+        sep = "  " if s.height > 20 else "\n"
+        out = s.select(pl.concat_str([pl.col("tiling"), pl.col(query.TOKENS).cast(pl.String)], separator=sep)
+                       .alias("label"), *values)
+        if spread is not None:
+            out = out.with_columns(s[query.stat_column("total", "p5")].alias("lo"),
+                                   s[query.stat_column("total", "p95")].alias("hi"))
+        return out
+    tokens = pl.col(query.TOKENS)
+    aggs = [pl.col(v).median() for v in values]
+    if spread is not None:
+        aggs += [pl.col(spread).quantile(0.05, interpolation="linear").alias("lo"),
+                 pl.col(spread).quantile(0.95, interpolation="linear").alias("hi")]
+    out = (s.with_columns(token_groups(s[query.TOKENS], MAX_BARS))
+           .group_by("group").agg(tokens.min().alias("t0"), tokens.max().alias("t1"), pl.len().alias("n"), *aggs)
+           .sort("group"))
+    label = (pl.when(pl.col("t0") == pl.col("t1")).then(pl.col("t0").cast(pl.String))
+             .otherwise(pl.concat_str([pl.col("t0"), pl.col("t1")], separator="-")))
+    return out.select(pl.concat_str([label, pl.lit(" ("), pl.col("n").cast(pl.String), pl.lit(")")])
+                      .alias("label"), *values, *(["lo", "hi"] if spread is not None else []))
+
+
+def _set_bar_ticks(ax, b: pl.DataFrame, n_configs: int) -> None:
     # Two lines (tiling over tokens) while they fit side by side; one rotated line beyond.
-    rotate = s.height > 20
-    sep = "  " if rotate else "\n"
-    labels = [f"{t}{sep}{n}" for t, n in zip(s["tiling"], s[query.TOKENS])]
-    ax.set_xticks(np.arange(s.height), labels, fontsize=7 if s.height > 12 else 8, rotation=90 if rotate else 0)
-    ax.set_xlabel(f"tiling (rows x cols) and {TOKENS_LABEL}, ordered by tokens")
+    rotate = b.height > 20
+    ax.set_xticks(np.arange(b.height), b["label"].to_list(), fontsize=7 if b.height > 12 else 8,
+                  rotation=90 if rotate else 0)
+    if grouped(n_configs):
+        ax.set_xlabel(f"{TOKENS_LABEL} (configs in the bar); {n_configs} configs in groups of neighbouring "
+                      "token counts")
+    else:
+        ax.set_xlabel(f"tiling (rows x cols) and {TOKENS_LABEL}, ordered by tokens")
+
+
+def _width(bars_drawn: int, per_bar: float, least: float) -> float:
+    return max(least, per_bar * bars_drawn + 3)
 
 
 def stacked_stages(s: pl.DataFrame, title: str) -> Figure:
-    """Median stage times per tiling as stacked bars, ordered by tokens; whiskers: total p5-p95."""
-    s = s.sort(query.TOKENS)
-    med = {k: s[query.stat_column(k, "median")].fill_null(0).to_numpy() for k in ("vision", "projector", "llm_prefill", "total")}
+    """Median stage times per tiling (or per group of token counts, see `bars`) as stacked bars, ordered by tokens.
+
+    Whiskers: the total's p5-p95 (of the config's repeats, or over the group's configs).
+    """
+    med_cols = {k: query.stat_column(k, "median") for k in ("vision", "projector", "llm_prefill", "total")}
+    b = bars(s.with_columns(pl.col(c).fill_null(0) for c in med_cols.values()), list(med_cols.values()),
+             spread=med_cols["total"])
+    med = {k: b[c].to_numpy() for k, c in med_cols.items()}
     parts = {
         "vision": med["vision"], "projector": med["projector"], "llm_prefill": med["llm_prefill"],
         # Whatever the timed stages do not cover; clipped at zero so a stacked bar never goes down.
         "other": np.clip(med["total"] - med["vision"] - med["projector"] - med["llm_prefill"], 0, None),
     }
-    fig = Figure(figsize=(max(7.0, 0.45 * s.height + 3), 4.8))
+    fig = Figure(figsize=(_width(b.height, 0.45, 7.0), 4.8))
     ax = fig.add_subplot()
-    x, bottom = np.arange(s.height), np.zeros(s.height)
+    x, bottom = np.arange(b.height), np.zeros(b.height)
     for stage, values in parts.items():
         ax.bar(x, values, bottom=bottom, color=COLORS[stage], label=LABELS[stage], width=0.75)
         bottom += values
-    lo, hi = (s[query.stat_column("total", q)].to_numpy() for q in ("p5", "p95"))
-    ax.errorbar(x, med["total"], yerr=[med["total"] - lo, hi - med["total"]], fmt="none", ecolor="black",
-                capsize=2, lw=0.8, label="total forward, p5-p95")
-    _set_config_ticks(ax, s)
+    lo, hi = b["lo"].to_numpy(), b["hi"].to_numpy()
+    ax.errorbar(x, med["total"], yerr=[np.clip(med["total"] - lo, 0, None), np.clip(hi - med["total"], 0, None)],
+                fmt="none", ecolor="black", capsize=2, lw=0.8,
+                label="total forward, p5-p95" + (" over the configs" if grouped(s.height) else ""))
+    _set_bar_ticks(ax, b, s.height)
     ax.set_ylabel("median time (ms)")
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
@@ -67,14 +154,23 @@ def stacked_stages(s: pl.DataFrame, title: str) -> Figure:
 
 
 def growth(s: pl.DataFrame, title: str) -> Figure:
-    """Stage time against tokens, one line per tiling family, whiskers p5-p95."""
+    """Stage time against tokens, one line per tiling family, whiskers p5-p95.
+
+    Configs of one family with the same token count (several image sizes) are one
+    point, the median of their medians; past `MAX_POINTS` points a family's
+    neighbouring token counts are grouped too (`token_groups`), at their median token count.
+    """
     fig = Figure(figsize=(11, 7.5))
     axes = fig.subplots(2, 2).ravel()
     families = sorted(s["family"].unique().to_list())
     for ax, stage in zip(axes, ("vision", "projector", "llm_prefill", "total")):
+        cols = [query.stat_column(stage, q) for q in ("median", "p5", "p95")]
         for i, family in enumerate(families):
-            f = s.filter(pl.col("family") == family).sort(query.TOKENS)
-            med, lo, hi = (f[query.stat_column(stage, q)].to_numpy() for q in ("median", "p5", "p95"))
+            f = s.filter(pl.col("family") == family)
+            f = (f.with_columns(token_groups(f[query.TOKENS], MAX_POINTS))
+                 .group_by("group").agg(pl.col(query.TOKENS).median(), *(pl.col(c).median() for c in cols))
+                 .sort(query.TOKENS))
+            med, lo, hi = (f[c].to_numpy() for c in cols)
             ax.errorbar(f[query.TOKENS].to_numpy(), med, yerr=[med - lo, hi - med], marker="o", ms=4,
                         capsize=2, lw=1.2, color=f"C{i}", label=family or "(none)")
         ax.set_title(LABELS[stage])
@@ -88,18 +184,18 @@ def growth(s: pl.DataFrame, title: str) -> Figure:
 
 
 def methods(gap: pl.DataFrame, title: str) -> Figure:
-    """Hook vs subtraction per config: LLM time side by side, and both gaps in percent."""
-    gap = gap.sort(query.TOKENS)
-    x, w = np.arange(gap.height), 0.38
-    fig = Figure(figsize=(max(8.0, 0.5 * gap.height + 3), 8))
+    """Hook vs subtraction per config (or per group of token counts, see `bars`): LLM time side by side, and both gaps in percent."""
+    b = bars(gap, ["hook_llm_ms", "sub_llm_ms", "llm_gap_pct", "total_gap_pct"])
+    x, w = np.arange(b.height), 0.38
+    fig = Figure(figsize=(_width(b.height, 0.5, 8.0), 8))
     top, bottom = fig.subplots(2, 1, sharex=True)
-    top.bar(x - w / 2, gap["hook_llm_ms"].to_numpy(), w, color=COLORS["llm_prefill"], label="hook: first to last LLM block")
-    top.bar(x + w / 2, gap["sub_llm_ms"].to_numpy(), w, color=COLORS["llm_sub"], label="subtraction: prefill step - vision alone")
+    top.bar(x - w / 2, b["hook_llm_ms"].to_numpy(), w, color=COLORS["llm_prefill"], label="hook: first to last LLM block")
+    top.bar(x + w / 2, b["sub_llm_ms"].to_numpy(), w, color=COLORS["llm_sub"], label="subtraction: prefill step - vision alone")
     top.set_ylabel("LLM prefill, median (ms)")
     top.set_title("LLM prefill time by method")
     top.legend(fontsize=8, loc="upper left")
-    bottom.bar(x - w / 2, gap["llm_gap_pct"].to_numpy(), w, color=COLORS["llm_sub"], label="LLM: subtraction vs hook")
-    bottom.bar(x + w / 2, gap["total_gap_pct"].to_numpy(), w, color=COLORS["total"],
+    bottom.bar(x - w / 2, b["llm_gap_pct"].to_numpy(), w, color=COLORS["llm_sub"], label="LLM: subtraction vs hook")
+    bottom.bar(x + w / 2, b["total_gap_pct"].to_numpy(), w, color=COLORS["total"],
                label="total: vision + subtraction LLM vs hook total")
     bottom.axhline(0, color="black", lw=0.8)
     bottom.set_ylabel("gap (% of the hook value)")
@@ -107,7 +203,7 @@ def methods(gap: pl.DataFrame, title: str) -> Figure:
     bottom.legend(fontsize=8, loc="best")
     for ax in (top, bottom):
         ax.grid(axis="y", alpha=0.3)
-    _set_config_ticks(bottom, gap)
+    _set_bar_ticks(bottom, b, gap.height)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "overhead": "benchmarks.overhead",
     "additivity": "benchmarks.additivity",
     "adaptive": "benchmarks.adaptive",
+    "scale": "benchmarks.scale",
 }
 
 log = logging.getLogger("benchmarks")

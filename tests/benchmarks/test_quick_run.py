@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NAMES = ("scheduling", "speedup", "overhead", "additivity", "adaptive")
+NAMES = ("scheduling", "speedup", "overhead", "additivity", "adaptive", "scale")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -95,3 +95,13 @@ def test_additivity_shares_and_cvs_are_in_range(quick_run):
     assert -100 < f["t_total - sum(stages), median over configs"] <= f["t_total - sum(stages), max over configs"] < 100
     for stage in ("vision", "projector", "llm_prefill", "lm_head", "total"):
         assert 0 <= f[f"CV of {stage}, median over configs"] <= f[f"CV of {stage}, max over configs"]
+
+
+def test_scale_times_every_reader_on_both_layouts(quick_run):
+    f = figures(quick_run, "scale")
+    for reader in ("query", "status", "status --check", "report"):
+        assert f[f"{reader}, parts"] > 0 and f[f"{reader}, compacted"] > 0
+        assert f[f"{reader}, parts / compacted"] == pytest.approx(f[f"{reader}, parts"] / f[f"{reader}, compacted"])
+    details = quick_run["results"]["scale"]["details"]
+    assert details["parts"] == details["size"]["configs"] == 300
+    assert all(run["rc"] == 0 for layout in ("before", "after") for run in details[layout].values())

@@ -38,7 +38,7 @@ class AdaptiveSize:
 
 
 FULL = AdaptiveSize()
-QUICK = AdaptiveSize(tilings=((1, 1),), fixed=(3,), target_pct=10.0, max_repeats=10, max_duration_s=5.0)
+QUICK = AdaptiveSize(tilings=((1, 1),), fixed=(3,), target_pct=10.0, max_repeats=6, max_duration_s=5.0, warmup=0)
 
 
 def _burn(stop: Any) -> None:
@@ -109,8 +109,12 @@ def run(*, quick: bool, context: Context) -> Result:
                    "count", f"median over {len(mine)} tiling(s); target ±{size.target_pct:g}%, at most "
                             f"{size.max_repeats} repeats or {size.max_duration_s:g} s; stopped by "
                             + ", ".join(sorted({r["stop_reason"] for r in mine})))
-        result.add(f"adaptive: precision reached, {condition}", max(reached), "% of median",
-                   "least precise stage, worst tiling: 95% interval half-width")
+        if len(reached) == len(mine):
+            result.add(f"adaptive: precision reached, {condition}", max(reached), "% of median",
+                       "least precise stage, worst tiling: 95% interval half-width")
+        else:  # the duration cap came before 6 samples
+            result.add(f"adaptive: configs without a 95% interval, {condition}", len(mine) - len(reached), "count",
+                       "stopped by the duration cap before 6 samples")
         for n in size.fixed:
             fixed = [r["precision_pct"] for r in rows if r["rule"] == f"fixed {n}"]
             if all(p is not None for p in fixed):

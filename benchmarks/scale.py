@@ -43,7 +43,7 @@ class ScaleSize:
 
 
 FULL = ScaleSize()
-QUICK = ScaleSize(configs=300)
+QUICK = ScaleSize(configs=100)
 
 
 def write_run(results: Path, size: ScaleSize, run_id: str = "20261201-000000-5ca1") -> Path:

@@ -1,11 +1,9 @@
-"""`query` and `report` on a real tiny sweep: `tilesweep run` with the tiny Molmo2 on a local Ray cluster."""
+"""`query` and `report` on a real tiny sweep: the session's `make sweep` (tiny Molmo2, local Ray, default families)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,22 +19,17 @@ _spec.loader.exec_module(checks)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TILINGS = ("1x1", "1x2", "2x1", "1x3")
-REPEATS = 2
+# The embedded default: molmo2's 1xk, 2xk and kx1 families (1x1 once), warm-up 1, 3 repeats.
+TILINGS = ("1x1", "1x2", "1x3", "1x4", "1x5", "1x6", "1x7", "1x8", "2x1", "2x2", "2x3", "2x4",
+           "3x1", "4x1", "5x1", "6x1", "7x1", "8x1")
+REPEATS = 3
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> Path:
-    """One real sweep, in its own process (its own private Ray cluster), shared by the module."""
-    root = tmp_path_factory.mktemp("real")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["OMP_NUM_THREADS"] = "1"
-    argv = [sys.executable, "-m", "orchestrator.cli", "run", "--tilings", ",".join(TILINGS),
-            "--repeats", str(REPEATS), "--warmup", "1", "--workers", "1", "--address", "local",
-            "--results", str(root), "--run-id", "tiny"]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return root
+def results(default_sweep) -> Path:
+    """The results of the session's one default sweep (shared with the README and `make sweep` tests)."""
+    assert default_sweep.proc.returncode == 0, default_sweep.proc.stderr[-3000:]
+    return default_sweep.results
 
 
 def test_query_over_a_real_sweep(results, capsys):
@@ -56,7 +49,7 @@ def test_query_over_a_real_sweep(results, capsys):
 
 def test_question_tables_on_real_records(results):
     lf = query.scan(results)
-    assert query.missing(lf, [2, 3, 4, 5]).collect()["crops"].to_list() == [5]
+    assert query.missing(lf, [2, 3, 9, 10, 11]).collect()["crops"].to_list() == [10, 11]
     add = query.additivity(lf).collect()
     gap = query.method_gap(lf).collect()
     assert add.height == gap.height == len(TILINGS)

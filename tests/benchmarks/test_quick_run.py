@@ -103,5 +103,17 @@ def test_scale_times_every_reader_on_both_layouts(quick_run):
         assert f[f"{reader}, parts"] > 0 and f[f"{reader}, compacted"] > 0
         assert f[f"{reader}, parts / compacted"] == pytest.approx(f[f"{reader}, parts"] / f[f"{reader}, compacted"])
     details = quick_run["results"]["scale"]["details"]
-    assert details["parts"] == details["size"]["configs"] == 300
+    assert details["parts"] == details["size"]["configs"] == 100
     assert all(run["rc"] == 0 for layout in ("before", "after") for run in details[layout].values())
+
+
+def test_adaptive_repeats_past_the_fixed_count_and_three_repeats_have_no_interval(quick_run):
+    f = figures(quick_run, "adaptive")
+    details = quick_run["results"]["adaptive"]["details"]
+    for condition, rows in (("quiet", details["quiet"]), ("one core busy", details["loaded"])):
+        assert f[f"fixed 3: configs without a 95% interval, {condition}"] == 1
+        adaptive = next(r for r in rows if r["rule"].startswith("adaptive"))
+        fixed = next(r for r in rows if r["rule"] == "fixed 3")
+        assert fixed["samples"] == 3 and fixed["stop_reason"] == "repeats" and fixed["precision_pct"] is None
+        assert 3 <= adaptive["samples"] <= 6 and adaptive["stop_reason"] in ("precision", "max_repeats", "max_duration")
+        assert f[f"adaptive: samples per config, {condition}"] == adaptive["samples"]

@@ -31,9 +31,8 @@ if compgen -G "$WHEELS/*.whl" >/dev/null; then
     DEPS="$(mktemp -d)"
     trap 'rm -rf "$DEPS"' EXIT
     # A wheel is a zip of the installed files: unpacking is installing, minus scripts.
-    for wheel in "$WHEELS"/*.whl; do
-        "$PY" -m zipfile -e "$wheel" "$DEPS"
-    done
+    "$PY" -c 'import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]' \
+        "$DEPS" "$WHEELS"/*.whl
 fi
 export PYTHONPATH="$ROOT${DEPS:+:$DEPS}${PYTHONPATH:+:$PYTHONPATH}"
 

@@ -66,7 +66,7 @@ class SchedulingSize:
 # minutes, and the computed value matched the run within 0.1% (83.96 s vs 84.00 s
 # at 1,000 configs); the quick run runs it, so the agreement stays checked.
 FULL = SchedulingSize(configs=1000, nodes=4, gpus_per_node=16, target_bound_s=60.0, real_round_robin=False)
-QUICK = SchedulingSize(configs=100, nodes=2, gpus_per_node=4, target_bound_s=6.0)
+QUICK = SchedulingSize(configs=60, nodes=2, gpus_per_node=4, target_bound_s=3.0)
 
 
 @dataclass(kw_only=True, frozen=True, slots=True)

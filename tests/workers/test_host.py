@@ -217,3 +217,18 @@ def test_tiny_molmo_v1_runs_the_seed_experiments_tilings():
         assert r.width == 224 * cols + 112 and r.height == 224 * rows + 112
         got[(rows, cols)] = (r.crops_actual, r.image_tokens_actual)
     assert got[(1, 8)] == (9, 960) and got[(2, 4)] == (9, 864) and got[(1, 12)][0] == 13
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_a_gpu_energy_identity_and_the_device_are_recorded():
+    from workers import ModelHost
+
+    pytest.importorskip("pynvml")
+    host = ModelHost("tiny-molmo2", device=f"cuda:{torch.cuda.device_count() - 1}")
+    records = host.measure(MeasureConfig(tiling_rows=1, tiling_cols=2, warmup=1, repeats=2, energy_s=0.2))
+    first = records[0]
+    assert first.status == "ok" and first.device == f"cuda:{torch.cuda.device_count() - 1}"
+    assert first.gpu_uuid.startswith(("GPU-", "MIG-")) and first.mig_enabled in (True, False)
+    assert first.energy_forwards >= 3 and first.energy_j_per_forward > 0 and first.power_mean_w > 0
+    assert {r.hooked_first for r in records} == {True, False}

@@ -61,17 +61,13 @@ class Timing:
         Settings added after the first runs are left out while off, so the ids of
         configs measured before they existed stay the same.
         """
-        out = {name: getattr(self, name) for name in TIMING_IDENTITY}
-        if self.precision_pct is not None:
-            out.update(precision_pct=self.precision_pct, max_repeats=self.max_repeats,
-                       max_duration_s=self.max_duration_s)
-        return out
+        on = self.precision_pct is not None
+        return {f.name: getattr(self, f.name) for f, m in fields.settings(Timing)
+                if m.measurement and (on or f.name not in ADAPTIVE)}
 
 
-# The timing settings of every config id (those that existed when config ids were first defined),
-# and those of the adaptive rule, part of a config id only while it is on.
-TIMING_IDENTITY = ("warmup", "repeats", "min_duration_s", "decode_tokens", "block_spans", "seed")
-ADAPTIVE = ("precision_pct", "max_repeats", "max_duration_s")  # the first is the switch
+# The adaptive rule's settings: part of a config id only while it is on (the first is the switch).
+ADAPTIVE = ("precision_pct", "max_repeats", "max_duration_s")
 
 
 @dataclass(kw_only=True, frozen=True, slots=True)

@@ -19,6 +19,7 @@ or duration is reached; the reason it stopped is recorded per config.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -64,29 +65,25 @@ def median_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, flo
     return ordered[ranks[0]], ordered[ranks[1]]
 
 
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def stage_precision(samples: Mapping[str, Sequence[float | None]]) -> dict[str, float]:
     """Per stage present in every sample: the CI half-width in percent of max(|median|, 1% of t_total's median).
 
     Empty with fewer than `MIN_SAMPLES` samples (no interval exists).
     """
     total = [v for v in samples.get("t_total_ms", ()) if v is not None]
-    floor = SMALL_STAGE_SHARE * abs(_median(total)) if total else 0.0
+    floor = SMALL_STAGE_SHARE * abs(statistics.median(total)) if total else 0.0
     out = {}
     for stage in STAGES:
         values = samples.get(stage)
         if not values or any(v is None for v in values):
             continue
-        ci = median_ci(values)  # type: ignore[arg-type]
-        if ci is None:
+        ranks = median_ci_ranks(len(values))
+        if ranks is None:
             return {}
-        scale = max(abs(_median(values)), floor)  # type: ignore[arg-type]
-        out[stage] = math.inf if scale == 0 else 100.0 * (ci[1] - ci[0]) / 2 / scale
+        # Sorted once, for the interval and the median.
+        ordered = sorted(values)  # type: ignore[type-var]
+        scale = max(abs(statistics.median(ordered)), floor)
+        out[stage] = math.inf if scale == 0 else 100.0 * (ordered[ranks[1]] - ordered[ranks[0]]) / 2 / scale
     return out
 
 

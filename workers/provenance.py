@@ -128,22 +128,13 @@ class GpuProbe:
         return self._read(lambda nvml, h: int(nvml.nvmlDeviceGetTotalEnergyConsumption(h)))
 
     def sample(self) -> dict[str, float | None]:
-        """SM clock (MHz), temperature (C) and power draw (W) now."""
-        out: dict[str, float | None] = {"sm_clock_mhz": None, "temperature_c": None, "power_w": None}
-        if self._handle is None:
-            return out
-        nvml, handle = self._nvml, self._handle
-        readings = {
-            "sm_clock_mhz": lambda: float(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)),
-            "temperature_c": lambda: float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
-            "power_w": lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+        """SM clock (MHz), temperature (C) and power draw (W) now; a reading the board lacks is None."""
+        return {
+            "sm_clock_mhz": self._read(lambda nvml, h: float(nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))),
+            "temperature_c": self._read(
+                lambda nvml, h: float(nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU))),
+            "power_w": self._read(lambda nvml, h: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0),
         }
-        for key, read in readings.items():
-            try:
-                out[key] = read()
-            except Exception:  # e.g. power not supported on this board
-                out[key] = None
-        return out
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -130,15 +130,17 @@ class HookTimer:
         self._blocks = {}
         handles: list[torch.utils.hooks.RemovableHandle] = []
         try:
-            for stage, pairs in self._stage_targets().items():
-                span = self._spans[stage] = _Span()
-                for opener, closer in pairs:
-                    handles += self._hook_pair(stage, span, opener, closer)
+            # Blocks first, stages after with their pre-hooks prepended: where a stage opens or
+            # closes on a block (llm_prefill), its marks come outside the block's, so spans nest.
             if self.block_spans:
                 for kind, blocks in (("llm_blocks", self.modules.llm_blocks), ("vision_blocks", self.modules.vision_blocks)):
                     self._blocks[kind] = [_Span() for _ in blocks]
                     for block, span in zip(blocks, self._blocks[kind]):
                         handles += self._hook_pair("", span, block, block)
+            for stage, pairs in self._stage_targets().items():
+                span = self._spans[stage] = _Span()
+                for opener, closer in pairs:
+                    handles += self._hook_pair(stage, span, opener, closer)
             yield self
         finally:
             for handle in handles:
@@ -160,7 +162,7 @@ class HookTimer:
             if stage:
                 log.append((stage, "end"))
 
-        return [opener.register_forward_pre_hook(pre_hook), closer.register_forward_hook(post_hook)]
+        return [opener.register_forward_pre_hook(pre_hook, prepend=True), closer.register_forward_hook(post_hook)]
 
     def read(self) -> StageTimes:
         """Sum the spans of the last forward; call after the clock's synchronize."""

@@ -153,3 +153,25 @@ def test_hooks_are_removed_when_the_forward_raises():
         toy(torch.zeros(1))
     for module in toy.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+class TickClock(CpuClock):
+    """Each mark is the next integer: the order marks were taken in, nothing else."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def mark(self) -> int:
+        self.ticks += 1
+        return self.ticks
+
+
+def test_block_spans_nest_inside_the_stage_that_opens_and_closes_on_blocks():
+    toy = Toy()
+    timer = HookTimer(TickClock(), resolved(toy), block_spans=True)
+    with timer.attached():
+        toy(torch.zeros(1))
+    [(stage_start, stage_end)] = timer._spans["llm_prefill"].closed
+    blocks = [span.closed[0] for span in timer._blocks["llm_blocks"]]
+    # The stage opens before the first block's mark and closes after the last block's.
+    assert stage_start < blocks[0][0] and blocks[-1][1] < stage_end

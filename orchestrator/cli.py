@@ -6,7 +6,8 @@ command never pays for another's imports.
 
 Errors: `UsageError` (bad input, raised before anything is written; a `SpecError`
 gives one line per problem) is printed as one line on stderr with exit 2;
-`SweepError` (the sweep cannot go on) as one line with exit 1; Ctrl-C exits 130.
+`SweepError` (the sweep cannot go on) as one line with exit 1; Ctrl-C exits 130,
+SIGTERM 143 and SIGHUP 129 (`orchestrator.signals`).
 Anything else is a bug and keeps its traceback.
 """
 
@@ -19,6 +20,7 @@ import sys
 import typing
 from collections.abc import Iterable, Sequence
 
+from orchestrator import signals
 from tilesweep.errors import SpecError, SweepError, UsageError
 
 # name -> one-line help, in the order `tilesweep --help` lists them.
@@ -38,7 +40,6 @@ GRAMMAR = ("Every subcommand takes its flags after its name (-v too) and the res
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as exc:
         sys.stderr.write(f"{prefix}: {_one_line(exc)}\n")
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prefix}: interrupted\n")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        sys.stderr.write(f"{prefix}: stopped by {signals.signal_name(exc)}\n")
+        return signals.exit_code(exc)
 
 
 def _one_line(exc: BaseException | str) -> str:

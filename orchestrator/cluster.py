@@ -244,18 +244,23 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
     return True
 
 
-def worker_plan(spec: SweepSpec, cluster_gpus: float, *, remote: bool = False) -> WorkerPlan:
+def worker_plan(spec: SweepSpec, cluster_gpus: float, *, remote: bool = False,
+                fixed: bool = False) -> WorkerPlan:
     """Actors for `spec` on a cluster that has `cluster_gpus` GPUs right now.
 
     Args:
         remote: the cluster was joined, not started here. A joined cluster without
             GPUs is most likely one that autoscales from zero, where CPU actors are
             not what anyone wants, so the choice must be explicit there.
+        fixed: the cluster can never gain GPUs (the local one this process started):
+            GPU actors that do not fit now would wait out the start timeout for
+            nothing, so asking for them is an error at once.
 
     Raises:
         UsageError: GPU actors were asked for, the cluster has none yet and no
-            ``--workers`` count says how many to wait for; or a joined cluster has
-            no GPUs and ``--gpus-per-worker`` is not given.
+            ``--workers`` count says how many to wait for; a joined cluster has
+            no GPUs and ``--gpus-per-worker`` is not given; or a `fixed` cluster
+            cannot place the GPU actors asked for.
     """
     gpw = spec.gpus_per_worker
     if gpw is None and remote and cluster_gpus == 0:
@@ -266,6 +271,14 @@ def worker_plan(spec: SweepSpec, cluster_gpus: float, *, remote: bool = False) -
     if gpw > 0:
         fit = math.floor(cluster_gpus / gpw + 1e-9)
         count = spec.workers or fit
+        if fixed and not fit:
+            raise UsageError(f"--gpus-per-worker {gpw:g} asks for GPUs, but this local cluster has "
+                             f"{cluster_gpus:g} and cannot gain any; pass --gpus-per-worker 0 for CPU actors, or "
+                             "--address of a cluster with GPUs")
+        if fixed and count > fit:
+            raise UsageError(f"--workers {count} of --gpus-per-worker {gpw:g} need {count * gpw:g} GPU(s), but "
+                             f"this local cluster has {cluster_gpus:g} and cannot gain any; pass --workers {fit} "
+                             "or fewer")
         if count < 1:
             raise UsageError(f"--gpus-per-worker {gpw:g} but the cluster has {cluster_gpus:g} GPUs now; "
                              "pass --workers N to wait for autoscaled GPU nodes, or --gpus-per-worker 0 "

@@ -17,8 +17,9 @@ What can happen to a dispatched config:
   times; then the driver writes a failed part itself.
 
 Every dispatch gets a new attempt number, so no part is ever overwritten.
-Ctrl-C stops the loop between events: nothing half-written is left (parts are
-atomic), the actors are killed and the run can be resumed.
+Ctrl-C, SIGTERM and SIGHUP (`orchestrator.signals`) stop the loop between events:
+nothing half-written is left (parts are atomic), the actors are killed and the
+run can be resumed.
 
 Rows carry ``node_id`` and ``worker_id`` (the Ray actor id) from the driver,
 which asks each actor for them once, when it starts (`orchestrator.pool.identify`);
@@ -40,6 +41,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
+from orchestrator import signals
 from orchestrator.cluster import WorkerPlan
 from orchestrator.plan import PlannedConfig
 from orchestrator.pool import WAKE_S, HostPool, Slot, short
@@ -70,6 +72,7 @@ class SweepOutcome:
     retries: int = 0  # dispatches lost to a dead or hung actor
     remaining: int = 0  # configs never finished (after Ctrl-C or a fatal error)
     interrupted: bool = False
+    stopped_by: BaseException | None = None  # the KeyboardInterrupt (or `signals.Stopped`) that interrupted it
     elapsed_s: float = 0.0
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -180,7 +183,7 @@ class Driver:
             done: configs of this run already done, for the progress display only.
 
         Returns:
-            What happened; ``interrupted`` is True after Ctrl-C.
+            What happened; ``interrupted`` is True after Ctrl-C, SIGTERM or SIGHUP.
 
         Raises:
             SweepError: no host actor can start.
@@ -197,9 +200,9 @@ class Driver:
             while queue or self._busy():
                 self._dispatch(queue)
                 self._step(queue, lost, out)
-        except KeyboardInterrupt:
-            out.interrupted = True
-            log.warning("interrupted: stopping; every finished config is saved")
+        except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM/SIGHUP as `signals.Stopped`
+            out.interrupted, out.stopped_by = True, exc
+            log.warning("interrupted (%s): stopping; every finished config is saved", signals.signal_name(exc))
         finally:
             out.remaining = len(queue) + len(self._busy())
             self.progress.close()

@@ -9,6 +9,13 @@ host class needs no Ray code of its own.
 Actors are created with ``max_restarts=0`` (`WorkerPlan.actor_options`): a death
 is never hidden by a silent restart; the driver sees it, replaces the actor here
 and counts it against the config that was running.
+
+A slot whose actor fails to start (its constructor raised, or it did not start
+within the start timeout) is given a new actor, up to ``max_attempts`` starts in
+a row; then the slot is given up and the sweep goes on with the others. When no
+slot is left started or starting, or every slot's first start failed before any
+actor started (a model that cannot load anywhere), the sweep ends with one line
+naming the node and the first error.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ class Slot:
     start_ref: Any = None  # `identify` in flight while the actor starts
     info: dict[str, Any] | None = None  # what `identify` returned, once started
     task: Any = None
+    failed_starts: int = 0  # in a row, this slot's
 
     @property
     def ready(self) -> bool:
@@ -84,7 +92,7 @@ class HostPool:
         self._remote = ray.remote(**workers.actor_options(dict(env)))(host_cls)
         self.slots: list[Slot] = []
         self.hosts: dict[str, dict[str, Any]] = {}  # actor id -> identify() minus the profile
-        self._start_failures = 0
+        self.start_errors: list[str] = []  # every failed start, "wN on node ...: cause", oldest first
         self._ever_started = False
 
     def start(self) -> None:
@@ -103,7 +111,9 @@ class HostPool:
     def replace(self, slot: Slot) -> None:
         """Kill the slot's actor (dead, hung or failed to start) and start a new one in its place."""
         ray.kill(slot.actor, no_restart=True)
-        self.slots[self.slots.index(slot)] = self._new(slot.name)
+        new = self._new(slot.name)
+        new.failed_starts = slot.failed_starts
+        self.slots[self.slots.index(slot)] = new
         self.progress.worker(slot.name, STARTING)
 
     def starting(self) -> dict[Any, Slot]:
@@ -121,8 +131,8 @@ class HostPool:
             self._start_failed(slot, root_cause(exc))
             return
         slot.info, slot.start_ref = info, None
+        slot.failed_starts = 0
         self._ever_started = True
-        self._start_failures = 0
         self.hosts[info["actor_id"]] = {k: v for k, v in info.items() if k != "profile"}
         log.debug("%s started on node %s (pid %s)", slot.name, info["node_id"], info["pid"])
         self.progress.worker(slot.name, None)
@@ -134,15 +144,26 @@ class HostPool:
                 self._start_failed(slot, f"not started after {self.start_timeout_s:g}s")
 
     def _start_failed(self, slot: Slot, reason: str) -> None:
-        self._start_failures += 1
-        # Before any actor has started, every initial actor failing means the host cannot
-        # start at all (a bad model name, say): stop instead of retrying forever.
-        limit = self.workers.count * (self.max_attempts if self._ever_started else 1)
-        log.warning("%s failed to start: %s", slot.name, reason)
-        if self._start_failures >= limit:
+        where = f"{slot.name} on {actor_node(slot.actor)}"
+        self.start_errors.append(f"{where}: {reason}")
+        slot.failed_starts += 1
+        log.warning("%s failed to start: %s", where, reason)
+        gave_up = slot.failed_starts >= self.max_attempts
+        if gave_up:
+            ray.kill(slot.actor, no_restart=True)
+            self.slots.remove(slot)
+            self.progress.worker(slot.name, None)
+        # Before any actor has started, every slot failing its first start means the host
+        # cannot start anywhere (a model that cannot load): stop now rather than retry.
+        hopeless = not self._ever_started and all(s.failed_starts for s in self.slots)
+        if not self.slots or hopeless:
             # The cause goes last and whole: it is what a user needs, and a cut line hid it.
-            raise SweepError(f"{self._start_failures} host actor(s) failed to start in a row; the last one "
-                             f"failed with {reason}")
+            raise SweepError(f"no host actor could start ({len(self.start_errors)} failed start(s)); the first: "
+                             f"{self.start_errors[0]}")
+        if gave_up:
+            log.warning("%s: given up after %d failed start(s) in a row; the sweep goes on with %d host(s)",
+                        slot.name, slot.failed_starts, len(self.slots))
+            return
         self.replace(slot)
 
     def wait_starts(self, done: Callable[[], bool], timeout: float | None = None) -> None:
@@ -167,6 +188,24 @@ class HostPool:
         for slot in self.slots:
             ray.kill(slot.actor, no_restart=True)
         self.slots = []
+
+
+def actor_node(actor: Any) -> str:
+    """``node <id prefix> (<ip>)`` where `actor` was placed, or ``no node`` if it never was.
+
+    Reads the GCS's actor table (``ray._private.state``, not public API: where it is
+    missing or fails, ``an unknown node``).
+    """
+    try:
+        entry = ray._private.state.actors(actor._actor_id.hex()) or {}
+        address = entry.get("Address") or {}
+    except Exception:  # noqa: BLE001 - a private API; naming the node is a courtesy
+        return "an unknown node"
+    node = str(address.get("NodeID") or "").strip("0")
+    if not node:
+        return "no node (never placed: no node has the resources it asks for)"
+    ip = address.get("IPAddress")
+    return f"node {address['NodeID'][:12]}" + (f" ({ip})" if ip else "")
 
 
 def short(exc: BaseException, limit: int = 500) -> str:

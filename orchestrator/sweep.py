@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from orchestrator import preflight
+from orchestrator import preflight, signals
 from orchestrator.cluster import cluster_gpus, connect, resolve_address, worker_plan
 from orchestrator.plan import PlannedConfig, pending, plan, profile_dict
 from orchestrator.progress import Progress
@@ -53,11 +53,18 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
             the profile (all raised before Ray starts or anything is written).
         SweepError: no host actor could start, or a part could not be written.
     """
+    spec = dataclasses.replace(spec, run_id=spec.run_id or new_run_id())
+    with signals.stopping_on_signals():  # SIGTERM and SIGHUP stop it as Ctrl-C does
+        return _sweep(spec, command=command, host_cls=host_cls, host_kwargs=host_kwargs, actor_env=actor_env,
+                      progress=progress)
+
+
+def _sweep(spec: SweepSpec, *, command: str, host_cls: type | None, host_kwargs: Mapping[str, Any] | None,
+           actor_env: Mapping[str, str] | None, progress: Progress | None) -> SweepResult:
     import ray  # the driver's own imports (ray, the host class) load only when a sweep runs
 
     from orchestrator.driver import Driver
 
-    spec = dataclasses.replace(spec, run_id=spec.run_id or new_run_id())
     preflight.check(spec, default_host=host_cls is None)
     store = RunStore(spec.results, spec.run_id)
     manifest = store.read_manifest()
@@ -72,9 +79,12 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
     hosts: dict[str, Any] = {}
     if profile is None or todo:
         started_ray = connect(spec.address, num_cpus=spec.workers)
+        signals.reinstall()  # ray.init replaces the SIGTERM handler with its own sys.exit
         try:
             remote = started_ray and resolve_address(spec.address) is not None
-            workers = worker_plan(spec, cluster_gpus(), remote=remote)
+            # The local cluster started here has no autoscaler: what does not fit now never will.
+            local = started_ray and not remote
+            workers = worker_plan(spec, cluster_gpus(), remote=remote, fixed=local)
             if profile is not None and 0 < len(todo) < workers.count:
                 # No actor without a config to measure: a `fill` of one tiling loads one model
                 # (and on an autoscaling cluster brings up one GPU node, not --workers of them).

@@ -7,27 +7,29 @@ spec is the base, flags given now are laid over it, and only configs without an
 ok result are measured (`orchestrator.resume`).
 
 Exit codes: 0 done (failed configs are rows, not errors), 1 no host could start
-or a part could not be written, 2 bad input (nothing written), 130 interrupted
-(resume with the printed command).
+or a part could not be written, 2 bad input (nothing written), 128 + the signal's
+number when stopped: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (resume with the printed
+command; `orchestrator.signals`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import IO, Any
 
 from analysis.noise import advice
 from analysis.query import scan, summary
+from orchestrator import signals
 from orchestrator import spec as specs
 from orchestrator.progress import make_progress
 from orchestrator.resume import resolve, resume_command
 from orchestrator.spec import SweepSpec
 from orchestrator.sweep import sweep
+from store.runs import new_run_id
 from tilesweep.text import table
-
-EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,16 +50,23 @@ def execute(spec: SweepSpec, *, command: str, stdout: IO[str] | None = None, **k
     """
     stdout = stdout or sys.stdout
     kwargs.setdefault("progress", make_progress())
-    result = sweep(spec, command=command, **kwargs)
+    spec = dataclasses.replace(spec, run_id=spec.run_id or new_run_id())  # known here, for the resume command
+    try:
+        result = sweep(spec, command=command, **kwargs)
+    except KeyboardInterrupt as exc:  # before the measuring started (or while the run was being recorded)
+        sys.stderr.write(f"tilesweep {command}: stopped by {signals.signal_name(exc)}. Resume with:\n"
+                         f"  {resume_command(spec, command, spec.run_id)}\n")
+        return signals.exit_code(exc)
     stdout.write(summary_text(result.run_dir) + "\n")
     for line in advice(scan(result.run_dir)):  # the configs noise may have bent, and what to do
         stdout.write(line + "\n")
     stdout.flush()
     outcome = result.outcome
     if outcome is not None and outcome.interrupted:
-        sys.stderr.write(f"tilesweep {command}: interrupted; {outcome.remaining} config(s) not measured. "
+        sys.stderr.write(f"tilesweep {command}: stopped by {signals.signal_name(outcome.stopped_by)}; "
+                         f"{outcome.remaining} config(s) not measured. "
                          f"Resume with:\n  {resume_command(spec, command, result.run_id)}\n")
-        return EXIT_INTERRUPTED
+        return signals.exit_code(outcome.stopped_by)
     if outcome is not None and outcome.failed:
         sys.stderr.write(f"tilesweep {command}: {outcome.failed} config(s) failed; see `tilesweep status "
                          f"--run-id {result.run_id} --results {spec.results}`\n")

@@ -44,6 +44,19 @@ def test_gpu_actors_on_a_cluster_without_gpus_must_be_explicit():
     assert worker_plan(SweepSpec(gpus_per_worker=0), 0, remote=True).count == 2
 
 
+def test_gpu_actors_a_local_cluster_cannot_place_are_an_error_at_once():
+    # The local cluster a sweep starts has no autoscaler: waiting out the start timeout gains nothing.
+    with pytest.raises(UsageError, match=r"^--gpus-per-worker 0.5 asks for GPUs, but this local cluster has 0 "
+                                         r"and cannot gain any; pass --gpus-per-worker 0 for CPU actors"):
+        worker_plan(SweepSpec(gpus_per_worker=0.5, workers=1), 0, fixed=True)
+    with pytest.raises(UsageError, match=r"^--workers 5 of --gpus-per-worker 1 need 5 GPU\(s\), but this local "
+                                         r"cluster has 2 and cannot gain any; pass --workers 2 or fewer$"):
+        worker_plan(SweepSpec(gpus_per_worker=1, workers=5), 2, fixed=True)
+    assert worker_plan(SweepSpec(gpus_per_worker=0.5, workers=4), 2, fixed=True).count == 4  # fits: no error
+    # a joined cluster may autoscale: the same request waits there
+    assert worker_plan(SweepSpec(gpus_per_worker=0.5, workers=1), 0, remote=True).count == 1
+
+
 def test_extra_env_reaches_the_actors():
     options = WorkerPlan(count=1, num_gpus=1).actor_options({"TILESWEEP_INJECT": "oom@1x2"})
     assert options["runtime_env"] == {"env_vars": {"TILESWEEP_INJECT": "oom@1x2"}}

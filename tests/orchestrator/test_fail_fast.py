@@ -29,9 +29,12 @@ from orchestrator.cluster import cluster_gpus, worker_plan
 from orchestrator.driver import Driver
 from orchestrator.plan import plan
 from orchestrator.spec import build_spec
+from store import invariant
 from store.runs import RunStore
+from store.scan import scan
 from tilesweep.errors import SweepError, UsageError
 from tilings import PROFILES
+from workers import ModelHost
 
 TILESWEEP = Path(sys.prefix) / "bin" / "tilesweep"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -172,5 +175,40 @@ def test_an_actor_that_cannot_start_ends_the_sweep_with_its_whole_cause_last(ray
     finally:
         driver.shutdown()
     message = str(err.value)
-    assert message.endswith(f"failed with UsageError: {_UnloadableHost.CAUSE}"), message[-300:]
+    # one round, not max_attempts of them: the first start failing everywhere means it cannot start at all
+    assert message.startswith("no host actor could start (1 failed start(s)); the first: w0 on node "), message[:200]
+    assert message.endswith(f": UsageError: {_UnloadableHost.CAUSE}"), message[-300:]
     assert "\x1b" not in message and "\n" not in message and "File \"" not in message
+    node = message.split(" on node ", 1)[1].split(" ", 1)[0]
+    assert any(n["NodeID"].startswith(node) for n in ray.nodes()), node  # the node it was placed on, named
+
+
+class _HostBrokenOnOneNode(ModelHost):
+    """The real host, except that its constructor raises on the node named by TILESWEEP_TEST_BAD_NODE."""
+
+    def __init__(self, **kwargs):
+        node = ray.get_runtime_context().get_node_id()
+        if node == os.environ.get("TILESWEEP_TEST_BAD_NODE"):
+            raise RuntimeError(f"CUDA error: no kernel image is available (node {node[:12]})")
+        super().__init__(**kwargs)
+
+
+def test_a_host_that_cannot_start_on_one_node_leaves_the_sweep_to_the_other(ray_cluster, tmp_path, caplog):
+    gpu_nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU"))
+    bad, good = gpu_nodes[0], gpu_nodes[1]
+    # two actors of a whole 2-GPU node each: one lands on each node, and the bad one's replacement on the bad node
+    spec = build_spec(None, {"results": str(tmp_path), "run_id": "r", "tilings": "1x1,1x2,2x1", "repeats": 1,
+                             "warmup": 0, "workers": 2, "gpus_per_worker": 2, "max_attempts": 2})
+    store = RunStore(spec.results, "r")
+    driver = Driver(spec, store, worker_plan(spec, cluster_gpus()), host_cls=_HostBrokenOnOneNode,
+                    actor_env={"TILESWEEP_TEST_BAD_NODE": bad})
+    configs = plan(spec, PROFILES["molmo2"])
+    with caplog.at_level("WARNING", logger="orchestrator.pool"):
+        out = driver.run(configs, PROFILES["molmo2"])
+    assert (out.ok, out.failed, out.remaining) == (3, 0, 0)
+    rows = scan(tmp_path / "r").collect()
+    assert set(rows["node_id"]) == {good} and set(rows["status"]) == {"ok"}
+    assert f"on node {bad[:12]}" in caplog.text and "no kernel image" in caplog.text
+    assert "given up after 2 failed start(s) in a row; the sweep goes on with" in caplog.text
+    report = invariant.check(tmp_path, "r", planned=configs)
+    assert report.ok, report.problems

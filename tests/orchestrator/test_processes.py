@@ -1,6 +1,6 @@
-"""Whole processes: `make sweep` on a fresh clone, and Ctrl-C to a running `tilesweep run`.
+"""Whole processes: `make sweep` on a fresh clone, and SIGTERM and SIGHUP to a running `tilesweep run`.
 
-Both start their own local Ray cluster, as a user's machine would.
+The first two start their own local Ray cluster, as a user's machine would.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from orchestrator import cli
 from store.invariant import check
@@ -41,11 +43,31 @@ def test_make_sweep_on_a_fresh_clone_ends_with_the_summary_table(default_sweep):
     assert len(table) == 19 and all(line.split()[-1] == "ok" and line.split()[5] == "3" for line in table[1:])
 
 
-def test_ctrl_c_stops_cleanly_and_the_run_resumes(ray_cluster, tmp_path, capsys):
+def _signal_when_invocations_exceed(run_dir, count: int, signum: int) -> threading.Thread:
+    """A thread that sends `signum` to this process once the manifest records more than `count` invocations."""
+    def invocations() -> int:
+        try:
+            return len(json.loads((run_dir / "manifest.json").read_text())["invocations"])
+        except (OSError, ValueError):
+            return 0
+
+    def watch():
+        deadline = time.monotonic() + 180
+        while invocations() <= count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # into the sweep: actors starting or measuring
+        os.kill(os.getpid(), signum)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sigterm_and_sighup_stop_cleanly_and_the_run_resumes(ray_cluster, tmp_path, capsys):
+    """SIGTERM (as `ray job stop` or Kubernetes send it) to a whole process group, then SIGHUP in this process."""
     results = tmp_path / "results"
     run_dir = results / "cut"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # A session of its own, so the signal reaches the whole group as a terminal's Ctrl-C does.
+    # A session of its own, so the signal reaches the whole group, the local cluster's processes included.
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", "run", "--results", str(results), "--run-id", "cut",
          "--tilings", "1x1,1x2,1x3,2x1,2x2", "--warmup", "0", "--repeats", "2"],
@@ -54,19 +76,35 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(ray_cluster, tmp_path, capsys)
         deadline = time.monotonic() + 180
         while not list(run_dir.glob("part-*.parquet")) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err[-3000:]
-    assert f"Resume with:\n  tilesweep run --run-id cut --results {results}" in err
+    assert proc.returncode == 143, err[-3000:]  # 128 + SIGTERM, not Ray's own SIGTERM exit
+    assert "stopped by SIGTERM; " in err and f"Resume with:\n  tilesweep run --run-id cut --results {results}" in err
     written = sorted(run_dir.glob("part-*.parquet"))
     assert 1 <= len(written) < 5 and not list(run_dir.glob(".tmp-*"))
     for path in written:  # every file left behind is whole
         assert pq.read_table(path).schema.equals(SCHEMA, check_metadata=False)
-    assert json.loads((run_dir / "manifest.json").read_text())["run_id"] == "cut"
-    before = {p.name for p in written}
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["run_id"] == "cut" and manifest["invocations"][-1]["interrupted"] is True
+    # SIGHUP (a closed terminal) to a resume running in this process, on the session's cluster.
+    previous = signal.signal(signal.SIGHUP, lambda *_: None)  # should the signal come late, it must not end pytest
+    try:
+        capsys.readouterr()
+        _signal_when_invocations_exceed(run_dir, len(manifest["invocations"]), signal.SIGHUP)
+        assert cli.main(["run", "--run-id", "cut", "--results", str(results), "--workers", "1"]) == 129
+    finally:
+        restored = signal.getsignal(signal.SIGHUP)
+        signal.signal(signal.SIGHUP, previous)
+    assert restored is not None and restored.__name__ == "<lambda>"  # the sweep put the handler back
+    assert "stopped by SIGHUP" in capsys.readouterr().err
+    alive = [a for a in ray._private.state.actors().values()
+             if a["State"] == "ALIVE" and a.get("ActorClassName") == "ModelHost"]
+    assert not alive, alive  # the sweep's actors were killed
+    before = {p.name for p in run_dir.glob("part-*.parquet")}
+    assert len(written) <= len(before) < 5 and not list(run_dir.glob(".tmp-*"))
     # The printed command resumes it; only the missing configs are measured.
     assert cli.main(["run", "--run-id", "cut", "--results", str(results)]) == 0
     after = {p.name for p in run_dir.glob("part-*.parquet")}

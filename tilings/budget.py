@@ -43,7 +43,9 @@ Families (token grids, so the names differ from the grid schemes' ``1xk``...):
 1, 2, 3, 4, 6, 8, 12, ... from the smallest grid of that shape the budget admits to
 the first at or over 4,096 tokens (or 64x the budget's minimum, if more), capped at
 the budget's maximum; ``equal``: 1,024 tokens (or the nearest power of four in the
-budget) as s x s, s/2 x 2s, 2s x s/2, s/4 x 4s and 4s x s/4.
+budget at which s x s and both 1:4 shapes are reachable) as s x s, s/2 x 2s, 2s x s/2,
+s/4 x 4s and 4s x s/4, those of them that are reachable. `TokenGridFamilies` holds these
+families for every scheme whose targets are token grids (`tilings.nativeres` too).
 """
 
 from __future__ import annotations
@@ -91,8 +93,102 @@ _PROCESSOR_PRESETS = {"Qwen2VLProcessor": "qwen2-vl", "Qwen2_5_VLProcessor": "qw
                       "Qwen3VLProcessor": "qwen3-vl"}
 
 
+class TokenGridFamilies:
+    """The budget kind and its token-grid families (square, wide, tall, equal), for any scheme whose
+    targets are grids of merged tokens.
+
+    A mixin with no state (``__slots__ = ()``): the scheme gives ``name``, ``min_tokens`` and
+    ``max_tokens`` (the fewest and most tokens a target may have), ``is_reachable`` and
+    ``resolution_for``; the ladders and the equal-token shapes follow the module docstring.
+    `PixelBudget` (Qwen) and `tilings.nativeres.NativeResolution` (Pixtral, Mistral 3) share it.
+    """
+
+    __slots__ = ()
+
+    @property
+    def kind(self) -> str:
+        return BUDGET
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return BUDGET_FAMILIES
+
+    @property
+    def default_families(self) -> tuple[str, ...]:
+        return DEFAULT_BUDGET_FAMILIES
+
+    @property
+    def max_crops(self) -> None:
+        return None
+
+    def _ladder(self, rows: int, cols: int) -> list[Tiling]:
+        """Grids ``n*rows x n*cols``, n on the 1, 2, 3, 4, 6, 8, 12... ladder (module docstring)."""
+        per_side = rows * cols
+        low = max(1, math.isqrt(-(-self.min_tokens // per_side) - 1) + 1)  # smallest n with n^2*rc >= min
+        while low * low * per_side <= self.max_tokens and not self.is_reachable(Tiling(low * rows, low * cols)):
+            low += 1
+        high = math.isqrt(self.max_tokens // per_side)  # largest n with n^2*rc <= max
+        while high >= low and not self.is_reachable(Tiling(high * rows, high * cols)):
+            high -= 1
+        if high < low:
+            return []
+        top_tokens = max(LADDER_TOP_TOKENS, 64 * self.min_tokens)
+        sides = [low]
+        for n in _nice_numbers():
+            if sides[-1] ** 2 * per_side >= top_tokens or n > high:
+                break
+            if n > sides[-1]:
+                sides.append(n)
+        if sides[-1] ** 2 * per_side < top_tokens and sides[-1] < high:
+            sides.append(high)  # the budget ends between two rungs: finish at its largest grid
+        return [Tiling(n * rows, n * cols) for n in sides]
+
+    def _equal_tokens(self) -> int | None:
+        """The token count of the `equal` family: the power of four nearest 1,024 at which the square and
+        both 1:4 shapes are reachable (any power of four in a pixel budget; a longest-edge cap rules out
+        the long thin shapes of the larger ones), else the nearest whose square is."""
+        powers = [4**j for j in range(64) if self.min_tokens <= 4**j <= self.max_tokens]
+
+        def reachable(n: int, with_thin: bool) -> bool:
+            side = math.isqrt(n)
+            shapes = [(side, side)] + ([(side // 2, side * 2), (side * 2, side // 2)] if with_thin else [])
+            return (not with_thin or side % 2 == 0) and all(self.is_reachable(Tiling(*s)) for s in shapes)
+
+        candidates = [n for n in powers if reachable(n, True)] or [n for n in powers if reachable(n, False)]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda n: (abs(math.log(n / EQUAL_TOKENS)), n))
+
+    def _equal(self) -> list[Tiling]:
+        n = self._equal_tokens()
+        if n is None:
+            return []
+        side = math.isqrt(n)
+        shapes = [(side, side)]
+        for k in (2, 4):
+            if side % k == 0:
+                shapes += [(side // k, side * k), (side * k, side // k)]
+        return [Tiling(*s) for s in shapes if self.is_reachable(Tiling(*s))]
+
+    def family_tilings(self, family: str) -> list[Tiling]:
+        if family in _LADDER_SHAPES:
+            return self._ladder(*_LADDER_SHAPES[family])
+        if family == EQUAL:
+            return self._equal()
+        raise UsageError(
+            f"unknown tiling family {family!r}; known families: {', '.join(self.families)} (scheme {self.name!r})"
+        )
+
+    def points(self, family: str) -> list[tuple[Tiling, tuple[int, int]]]:
+        return [(t, self.resolution_for(t)) for t in self.family_tilings(family)]
+
+    def targets(self) -> tuple[Tiling, ...]:
+        """The union of the families, in family order, each grid once."""
+        return tuple(dict.fromkeys(t for f in self.families for t in self.family_tilings(f)))
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class PixelBudget(SchemeRecord):
+class PixelBudget(TokenGridFamilies, SchemeRecord):
     """One pixel-budget preprocessor's numbers (a budget `tilings.scheme.Scheme`).
 
     Attributes:
@@ -190,22 +286,6 @@ class PixelBudget(SchemeRecord):
         )
 
     # ----- the scheme interface (tilings.scheme.Scheme) -----
-    @property
-    def kind(self) -> str:
-        return BUDGET
-
-    @property
-    def families(self) -> tuple[str, ...]:
-        return BUDGET_FAMILIES
-
-    @property
-    def default_families(self) -> tuple[str, ...]:
-        return DEFAULT_BUDGET_FAMILIES
-
-    @property
-    def max_crops(self) -> None:
-        return None
-
     def geometry(self, height: int, width: int) -> Geometry:
         return self.canvas_geometry(*self.resize(height, width))
 
@@ -253,62 +333,6 @@ class PixelBudget(SchemeRecord):
         """
         tiling = self.check_target(target)
         return (tiling.rows * self.factor, tiling.cols * self.factor)
-
-    def _ladder(self, rows: int, cols: int) -> list[Tiling]:
-        """Grids ``n*rows x n*cols``, n on the 1, 2, 3, 4, 6, 8, 12... ladder (module docstring)."""
-        per_side = rows * cols
-        low = max(1, math.isqrt(-(-self.min_tokens // per_side) - 1) + 1)  # smallest n with n^2*rc >= min
-        while low * low * per_side <= self.max_tokens and not self.is_reachable(Tiling(low * rows, low * cols)):
-            low += 1
-        high = math.isqrt(self.max_tokens // per_side)  # largest n with n^2*rc <= max
-        while high >= low and not self.is_reachable(Tiling(high * rows, high * cols)):
-            high -= 1
-        if high < low:
-            return []
-        top_tokens = max(LADDER_TOP_TOKENS, 64 * self.min_tokens)
-        sides = [low]
-        for n in _nice_numbers():
-            if sides[-1] ** 2 * per_side >= top_tokens or n > high:
-                break
-            if n > sides[-1]:
-                sides.append(n)
-        if sides[-1] ** 2 * per_side < top_tokens and sides[-1] < high:
-            sides.append(high)  # the budget ends between two rungs: finish at its largest grid
-        return [Tiling(n * rows, n * cols) for n in sides]
-
-    def _equal_tokens(self) -> int | None:
-        """The token count of the `equal` family: 1,024, or the power of four in the budget nearest it."""
-        powers = [4**j for j in range(64) if self.min_tokens <= 4**j <= self.max_tokens]
-        if not powers:
-            return None
-        return min(powers, key=lambda n: (abs(math.log(n / EQUAL_TOKENS)), n))
-
-    def _equal(self) -> list[Tiling]:
-        n = self._equal_tokens()
-        if n is None:
-            return []
-        side = math.isqrt(n)
-        shapes = [(side, side)]
-        for k in (2, 4):
-            if side % k == 0:
-                shapes += [(side // k, side * k), (side * k, side // k)]
-        return [Tiling(*s) for s in shapes if self.is_reachable(Tiling(*s))]
-
-    def family_tilings(self, family: str) -> list[Tiling]:
-        if family in _LADDER_SHAPES:
-            return self._ladder(*_LADDER_SHAPES[family])
-        if family == EQUAL:
-            return self._equal()
-        raise UsageError(
-            f"unknown tiling family {family!r}; known families: {', '.join(self.families)} (scheme {self.name!r})"
-        )
-
-    def points(self, family: str) -> list[tuple[Tiling, tuple[int, int]]]:
-        return [(t, self.resolution_for(t)) for t in self.family_tilings(family)]
-
-    def targets(self) -> tuple[Tiling, ...]:
-        """The union of the families, in family order, each grid once."""
-        return tuple(dict.fromkeys(t for f in self.families for t in self.family_tilings(f)))
 
     def processor_kwargs(self) -> dict[str, Any]:
         """Keyword arguments that configure `transformers.Qwen2VLImageProcessor` to this scheme.

@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from store.fs import ObjectPath
 from store.parts import part_files
 from store.scan import KEYS, POLARS_SCHEMA, empty, scan
 from tilesweep.errors import ResultsError, UsageError
@@ -63,6 +64,8 @@ _PER_CONFIG = ("family", "tiling", "tiling_rows", "tiling_cols", "crops", "image
 def scan_results(results: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
     """`scan`, for the commands that show results (`query`, `report`): a path without a run is an error.
 
+    `results` may be a URI (``s3://bucket/prefix``) as anywhere in the store (`store.fs`).
+
     Both commands say the same about the same directory: a missing path and a
     directory that holds no result part are each one `ResultsError` (exit 2).
 
@@ -70,7 +73,7 @@ def scan_results(results: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
         ResultsError: the path does not exist, or holds no part.
     """
     if not part_files(results):
-        shown = str(results) if isinstance(results, (str, Path)) else ", ".join(map(str, results))
+        shown = str(results) if isinstance(results, (str, Path, ObjectPath)) else ", ".join(map(str, results))
         raise ResultsError(f"no run under {shown!r} (no result part there); start one with `tilesweep run`, "
                            "or pass --results the directory that holds the runs")
     return scan(results)

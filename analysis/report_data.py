@@ -16,6 +16,7 @@ import polars as pl
 
 import tilings
 from analysis import query
+from store.fs import ObjectPath, location
 from store.manifest import Manifest
 from store.manifest import read as read_manifest
 from store.parts import MANIFEST
@@ -30,8 +31,10 @@ _PLANNED = {"config_id": pl.String, "tiling": pl.String, "family": pl.String, "c
 
 
 def manifests(results: str | Path | Sequence[str | Path]) -> dict[str, Manifest]:
-    """``{run_id: manifest}`` for every ``manifest.json`` under `results` (the run directory's name is the key)."""
-    paths = [Path(results)] if isinstance(results, (str, Path)) else [Path(p) for p in results]
+    """``{run_id: manifest}`` for every ``manifest.json`` under `results`, local or a URI (the run directory's
+    name is the key)."""
+    single = isinstance(results, (str, Path, ObjectPath))
+    paths = [location(results)] if single else [location(p) for p in results]
     found: dict[str, Manifest] = {}
     for path in paths:
         if path.is_file():

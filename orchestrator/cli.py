@@ -21,7 +21,7 @@ import typing
 from collections.abc import Iterable, Sequence
 
 from orchestrator import signals
-from tilesweep.errors import SpecError, SweepError, UsageError
+from tilesweep.errors import SpecError, StorageError, SweepError, UsageError
 
 # name -> one-line help, in the order `tilesweep --help` lists them.
 COMMANDS: dict[str, str] = {
@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as exc:
         sys.stderr.write(f"{prefix}: {_one_line(exc)}\n")
         return EXIT_FAILED
+    except StorageError as exc:  # object storage that cannot be used, met outside the measuring loop
+        sys.stderr.write(f"{prefix}: error: cannot use {exc.where} ({_one_line(exc.reason)}); check --results (the "
+                         "bucket, the endpoint: AWS_ENDPOINT_URL or ?endpoint_override=) and the credentials\n")
+        return EXIT_USAGE
     except KeyboardInterrupt as exc:
         sys.stderr.write(f"{prefix}: stopped by {signals.signal_name(exc)}\n")
         return signals.exit_code(exc)

@@ -1,8 +1,8 @@
 """Checks a sweep passes before it starts Ray or writes a file.
 
 Bad input must cost one line, not a half-started cluster: a model that cannot load,
-a Ray address that does not answer and a results directory that cannot be written
-are all found here, in the driver, in seconds, and reported as one `UsageError`
+a Ray address that does not answer and a results directory (or object store) that
+cannot be written are all found here, in the driver, in seconds, and reported as one `UsageError`
 (exit 2). None of these checks leaves anything behind, except that a hub model's
 ``config.json`` lands in the hub cache when the hub answers (the first file its
 workers would fetch anyway).
@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from orchestrator.cluster import check_reachable, resolve_address
 from orchestrator.spec import SweepSpec
+from store.fs import ObjectPath, check_writable, location
 from tilesweep.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -176,9 +177,19 @@ def check_results_writable(results: str | Path, run_id: str) -> None:
     then removes it. It runs as the driver's own user, so permissions, read-only
     file systems and full disks all show up as they would for the first part.
 
+    Results on object storage (a URI, `store.fs`) are probed there instead: the
+    endpoint answers, the bucket exists, credentials are found, and a probe object
+    can be written and deleted (`store.fs.check_writable`).
+
     Raises:
-        UsageError: a path component is a file, or the probe cannot be written.
+        UsageError: a path component is a file, or the probe cannot be written; for a
+            URI also an unknown scheme, a missing bucket, no credentials, an endpoint
+            that does not answer within the client's connect timeout.
     """
+    root = location(results)
+    if isinstance(root, ObjectPath):
+        check_writable(root / run_id)
+        return
     run_dir = Path(results) / run_id
     probe_at = run_dir
     while not probe_at.exists() and probe_at.parent != probe_at:

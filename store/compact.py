@@ -11,8 +11,8 @@ invariant holds (`store.invariant.check`) as ``compacted.parquet``:
 2. in the file's footer, the highest attempt number seen per config, discarded
    attempts included (`store.parts.compacted_attempts`);
 3. written like every file of the store: temporary name, fsync, rename, fsync of
-   the directory (`RunStore._atomic_write`); on an object store this is one PUT
-   of one key, which is atomic too;
+   the directory (`store.fs.write_table`); on an object store it is one object sent
+   whole (a multipart upload for a large file, which also appears only when complete);
 4. only then the parts it replaces are deleted.
 
 Why no row is counted twice at any moment: a part whose attempt is at most the
@@ -27,7 +27,8 @@ are read beside the compacted file; compacting again folds them in.
 
 Only a finished run is compacted: a driver writing into the run at the same time
 would race with step 4, and a run whose last invocation did not finish is the
-driver's to resume first.
+driver's to resume first. Compaction holds the run's lock (`store.lock`) while it
+works, so no driver starts on the run meanwhile, and it does not start while one runs.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from store import fs
+from store.fs import Location
 from store.invariant import check
+from store.lock import RunLock
 from store.parts import COMPACTED, COMPACTED_KEY, PART_NAME, TEMP_PREFIX, damaged, run_listing
-from store.runs import RunStore, fsync_dir, list_runs
+from store.runs import RunStore, list_runs
 from store.scan import scan
 from store.schema import SCHEMA
 from tilesweep.errors import ResultsError
@@ -64,18 +67,26 @@ class Compaction:
     configs: int  # configs in the compacted file
 
 
-def compact(results: str | Path, run_id: str) -> Compaction:
+def compact(results: str | Path | Location, run_id: str) -> Compaction:
     """Rewrite the finished run `run_id` under `results` as one compacted file; see the module docstring.
 
     Raises:
         ResultsError: no such run, a run that is not finished or does not hold its
             invariant (nothing is written then; the message names the fix).
+        RunLocked: a driver is writing the run now (nothing is written).
     """
     store = RunStore(results, run_id)
     manifest = store.read_manifest()
     if manifest is None:
         known = ", ".join(r for _, r in list_runs(results)) or "none"
         raise ResultsError(f"no run {run_id!r} under {str(results)!r} to compact; runs there: {known}")
+    with RunLock(store.dir, command="compact"):
+        return _compact(store, results, run_id)
+
+
+def _compact(store: RunStore, results: str | Path | Location, run_id: str) -> Compaction:
+    manifest = store.read_manifest()
+    assert manifest is not None  # it was there before the lock, and only a lock holder removes a run's files
     last = manifest.last_invocation()
     if last is not None and last.finished_at is None:
         raise ResultsError(f"run {run_id!r} is not finished (its last {last.command} never ended); only a finished "
@@ -104,7 +115,7 @@ def compact(results: str | Path, run_id: str) -> Compaction:
         highest[cid] = max(attempt, highest.get(cid, attempt))
     meta = json.dumps({"version": VERSION, "run_id": run_id, "attempts": dict(sorted(highest.items()))})
     table = _to_schema(kept.to_arrow()).replace_schema_metadata({COMPACTED_KEY: meta.encode()})
-    store._atomic_write(store.dir / COMPACTED, lambda tmp: pq.write_table(table, tmp))
+    fs.write_table(store.dir / COMPACTED, table, temp_prefix=TEMP_PREFIX)
     # The compacted file is durable (fsynced, renamed, directory fsynced): only now do the parts go.
     removed = _remove([*listing.parts, *listing.superseded], store.dir)
     log.debug("run %s: %d part(s) compacted into %s (%d rows, %d configs)", run_id, len(listing.parts),
@@ -118,23 +129,23 @@ def _to_schema(table: pa.Table) -> pa.Table:
     return table.select(SCHEMA.names).cast(SCHEMA)
 
 
-def _counts(path: Path | None) -> tuple[int, int]:
+def _counts(path: Location | None) -> tuple[int, int]:
     if path is None:
         return 0, 0
-    frame = pl.scan_parquet(path).select(pl.len(), pl.col("config_id").n_unique()).collect()
+    frame = fs.scan_parquet([path]).select(pl.len(), pl.col("config_id").n_unique()).collect()
     return int(frame.item(0, 0)), int(frame.item(0, 1))
 
 
-def _remove(paths: list[Path], directory: Path) -> int:
+def _remove(paths: list[Location], directory: Location) -> int:
     for path in paths:
-        path.unlink(missing_ok=True)
+        fs.delete(path)
     if paths:
-        fsync_dir(directory)
+        fs.fsync_dir(directory)
     return len(paths)
 
 
-def _remove_own_temporaries(directory: Path) -> None:
+def _remove_own_temporaries(directory: Location) -> None:
     """Delete what a compaction killed before its rename left (``.tmp-*-compacted.parquet``); never a driver's."""
     for path in directory.glob(f"{TEMP_PREFIX}*-{COMPACTED}"):
-        path.unlink(missing_ok=True)
+        fs.delete(path)
         log.info("removed %s, left by a compaction that did not finish", path)

@@ -20,7 +20,9 @@ config, and nothing else. Precisely, `check` verifies over the files on disk
    name says, one status, and its config is planned.
 3. **Nothing half-written or stray.** No ``.tmp-*`` file and no file that is neither
    the manifest, a part nor the compacted file. Parts the driver moved aside as
-   unreadable (``*.corrupt``, see `store.runs`) are counted, not problems.
+   unreadable (``*.corrupt``, see `store.runs`) are counted, not problems; so is
+   the run lock (``driver.lock``, `store.lock`), there while a driver writes the run
+   or left by one that was killed, for the next driver to take over.
 
 A compacted run (`store.compact`) holds its kept attempts in ``compacted.parquet``:
 it is read whole like a part, its rows carry the run id, each of its config
@@ -48,14 +50,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from store import fs
+from store.fs import Location
 from store.manifest import Manifest, plan_problems
 from store.parts import (
     COMPACTED,
+    LOCK,
     MANIFEST,
     PART_NAME,
     QUARANTINED_COMPACTED,
@@ -97,7 +101,7 @@ class InvariantReport:
 class _Part:
     """One config attempt in one file (a part, or one config of the compacted file), as read."""
 
-    path: Path
+    path: Location
     config_id: str
     attempt: int
     status: str | None = None  # None: unreadable or unsound, so not a result
@@ -107,8 +111,8 @@ class _Part:
     empty_errors: int = 0  # rows without an error message
 
 
-def check(results_dir: str | Path, run_id: str, planned: Iterable[Any] | None = None) -> InvariantReport:
-    """Check the invariant of run `run_id` under the results root `results_dir`.
+def check(results_dir: str | Location, run_id: str, planned: Iterable[Any] | None = None) -> InvariantReport:
+    """Check the invariant of run `run_id` under the results root `results_dir` (a local path or a URI).
 
     Args:
         planned: the configs the run must hold (objects with ``config_id``, or config ids);
@@ -117,7 +121,7 @@ def check(results_dir: str | Path, run_id: str, planned: Iterable[Any] | None = 
     Returns:
         An `InvariantReport`; `problems` holds one line per violation.
     """
-    run_dir = Path(results_dir) / run_id
+    run_dir = fs.location(results_dir) / run_id
     problems: list[str] = []
     counts: dict[str, int] = defaultdict(int, {k: 0 for k in COUNTS})
     if not run_dir.is_dir():
@@ -164,17 +168,17 @@ def check(results_dir: str | Path, run_id: str, planned: Iterable[Any] | None = 
     return InvariantReport(ok=not problems, problems=problems, counts=dict(counts))
 
 
-def attempts(run_dir: str | Path) -> dict[str, list[int]]:
+def attempts(run_dir: str | Location) -> dict[str, list[int]]:
     """``{config_id: [attempt, ...]}`` of the part files in a run directory (quarantined ones not included)."""
     out: dict[str, list[int]] = defaultdict(list)
-    for path in Path(run_dir).glob("part-*.parquet"):
+    for path in fs.location(run_dir).glob("part-*.parquet"):
         m = PART_NAME.match(path.name)
         if m:
             out[m.group("config_id")].append(int(m.group("attempt")))
     return {cid: sorted(a) for cid, a in sorted(out.items())}
 
 
-def _manifest(run_dir: Path, run_id: str, problems: list[str]) -> Manifest | None:
+def _manifest(run_dir: Location, run_id: str, problems: list[str]) -> Manifest | None:
     try:
         manifest = RunStore(run_dir.parent, run_id).read_manifest()
     except ResultsError as exc:
@@ -200,14 +204,14 @@ def _recorded_plan(manifest: Manifest) -> list[str]:
     return plan_problems(manifest, {cid for ids in recorded for cid in ids or ()})
 
 
-def _parts(run_dir: Path, run_id: str, problems: list[str], counts: dict[str, int]) -> list[_Part]:
+def _parts(run_dir: Location, run_id: str, problems: list[str], counts: dict[str, int]) -> list[_Part]:
     """Every part and the compacted file, read whole; stray, temporary, superseded and unreadable files noted."""
     listing = run_listing(run_dir)
     superseded = {p.name for p in listing.superseded}
-    files: list[Path] = []
-    for path in sorted(run_dir.iterdir()):
-        name = path.name
-        if name == MANIFEST:
+    files: list[Location] = []
+    for entry in fs.entries(run_dir):
+        path, name = entry.path, entry.name
+        if name == MANIFEST or name.startswith(LOCK):
             continue
         if name.startswith(TEMP_PREFIX):
             counts["temporaries"] += 1
@@ -220,7 +224,7 @@ def _parts(run_dir: Path, run_id: str, problems: list[str], counts: dict[str, in
         if name in superseded:
             counts["superseded"] += 1
             continue
-        if not (PART_NAME.match(name) or name == COMPACTED) or not path.is_file():
+        if not (PART_NAME.match(name) or name == COMPACTED) or not entry.is_file:
             problems.append(f"{path}: not a part or the manifest; move it out of the run directory")
             continue
         counts["compacted" if name == COMPACTED else "parts"] += 1
@@ -263,7 +267,7 @@ _READ_OPTIONS: dict[str, Any] = dict(
     cast_options=pl.ScanCastOptions(integer_cast="upcast", float_cast="upcast"), include_file_paths="file")
 
 
-def _read(files: list[Path], run_id: str, problems: list[str]) -> tuple[pl.DataFrame, set[Path]]:
+def _read(files: list[Location], run_id: str, problems: list[str]) -> tuple[pl.DataFrame, set[Location]]:
     """Every row of `files`, all columns decoded, with a ``file`` column, and the files that cannot be read.
 
     One scan over all files; only when it fails is each file checked on its own
@@ -273,7 +277,7 @@ def _read(files: list[Path], run_id: str, problems: list[str]) -> tuple[pl.DataF
     if not files:
         return empty, set()
     try:
-        return pl.scan_parquet([str(f) for f in files], **_READ_OPTIONS).collect(), set()
+        return fs.scan_parquet(files, **_READ_OPTIONS).collect(), set()
     except (pl.exceptions.PolarsError, OSError):
         pass
     frames, unreadable = [], set()
@@ -281,7 +285,7 @@ def _read(files: list[Path], run_id: str, problems: list[str]) -> tuple[pl.DataF
         reason = part_problem(path, full=True)
         if reason is None:
             try:
-                frames.append(pl.scan_parquet(str(path), **_READ_OPTIONS).collect())
+                frames.append(fs.scan_parquet([path], **_READ_OPTIONS).collect())
                 continue
             except (pl.exceptions.PolarsError, OSError) as exc:
                 reason = " ".join(str(exc).split())[:200]
@@ -291,7 +295,7 @@ def _read(files: list[Path], run_id: str, problems: list[str]) -> tuple[pl.DataF
     return (pl.concat(frames) if frames else empty), unreadable
 
 
-def _unit(path: Path, config_id: str, attempt: int, row: dict[str, Any] | None) -> _Part:
+def _unit(path: Location, config_id: str, attempt: int, row: dict[str, Any] | None) -> _Part:
     if row is None:
         return _Part(path=path, config_id=config_id, attempt=attempt)
     return _Part(path=path, config_id=config_id, attempt=attempt, rows=row["rows"],
@@ -314,7 +318,7 @@ def _check_part(row: dict[str, Any] | None, part: _Part, run_id: str) -> list[st
     return out
 
 
-def _compacted(path: Path, rows: pl.DataFrame, run_id: str, highest: dict[str, int],
+def _compacted(path: Location, rows: pl.DataFrame, run_id: str, highest: dict[str, int],
                problems: list[str]) -> list[_Part]:
     """The config attempts of the compacted file, each checked like a part; problems named by the file."""
     runs = sorted({str(v) for v in rows["run_id"].unique().to_list()})
@@ -375,7 +379,7 @@ def _check_kept(part: _Part, measurement: dict[str, Any]) -> list[str]:
     return out
 
 
-def _check_scan(run_dir: Path, kept_parts: dict[str, _Part]) -> list[str]:
+def _check_scan(run_dir: Location, kept_parts: dict[str, _Part]) -> list[str]:
     """What readers see (`store.scan.scan`) is exactly the kept attempt of each config."""
     seen = (scan(run_dir).group_by("config_id")
             .agg(pl.col("attempt").unique().alias("attempts"), pl.len().alias("rows")).collect())

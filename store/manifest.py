@@ -21,9 +21,12 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tilesweep.errors import ResultsError
+from tilesweep.errors import ResultsError, StorageError
+
+if TYPE_CHECKING:  # the manifest reads without loading pyarrow
+    from store.fs import ObjectPath
 
 VERSION = 2
 _FIX = "restore it from a copy, or measure into a new --run-id"
@@ -188,16 +191,20 @@ def plan_problems(manifest: Manifest, again: set[str]) -> list[str]:
     return problems
 
 
-def read(path: Path) -> Manifest | None:
-    """The manifest at `path`, or None when there is none (no run, or the results path is a file).
+def read(path: Path | ObjectPath) -> Manifest | None:
+    """The manifest at `path` (local, or on object storage), or None when there is none (no run, or the
+    results path is a file).
 
     Raises:
         ResultsError: it cannot be read, or is not a manifest.
+        StorageError: the object store cannot be asked.
     """
     try:
         text = path.read_text()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except StorageError:
+        raise
     except OSError as exc:
         raise ResultsError(f"cannot read {path} ({exc.strerror}); fix its permissions") from None
     return Manifest.loads(text, str(path))

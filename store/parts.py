@@ -5,6 +5,7 @@ Layout::
     <results>/<run_id>/manifest.json
     <results>/<run_id>/part-<config_id>-<attempt>.parquet
     <results>/<run_id>/compacted.parquet          (after `tilesweep compact`, see `store.compact`)
+    <results>/<run_id>/driver.lock                (while a driver writes the run, see `store.lock`)
 
 A config that was dispatched more than once has several parts. A compacted run
 holds the kept attempt of every config in one file, whose footer records the
@@ -20,7 +21,9 @@ with the files.
 
 A part that cannot be read (truncated, or damaged by something outside tilesweep)
 is skipped by every reader with one warning (`readable`); only the driver moves it
-aside (`store.runs.RunStore.quarantine_unreadable`).
+aside (`store.runs.RunStore.quarantine_unreadable`). Paths are local `Path`s or, for
+results on object storage, `store.fs.ObjectPath`s; a storage that cannot be reached
+is a `StorageError`, never mistaken for a damaged part.
 """
 
 from __future__ import annotations
@@ -28,18 +31,18 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pyarrow.types as pat
 
+from store import fs
+from store.fs import Location, ObjectPath
 from store.schema import SCHEMA
-from tilesweep.errors import ResultsError
+from tilesweep.errors import ResultsError, StorageError
 from workers.record import STATUS_OK
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ COMPACTED = "compacted.parquet"
 COMPACTED_KEY = b"tilesweep.compacted"
 PART_NAME = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet$")
 TEMP_PREFIX = ".tmp-"
+# The run lock of the driver writing the run (`store.lock`); names starting with it are the lock's own.
+LOCK = "driver.lock"
 QUARANTINE_SUFFIX = ".corrupt"
 # A part moved aside as unreadable (`RunStore.quarantine_unreadable`).
 QUARANTINED_NAME = re.compile(r"^part-(?P<config_id>[0-9a-f]+)-(?P<attempt>\d+)\.parquet\.corrupt(?:-[0-9a-f]+)?$")
@@ -78,7 +83,7 @@ def kept(attempts: Iterable[Outcome]) -> Outcome | None:
     return max(ok or attempts, key=lambda a: a.attempt, default=None)
 
 
-def part_problem(path: str | Path, *, full: bool = False) -> str | None:
+def part_problem(path: Location, *, full: bool = False) -> str | None:
     """Why the Parquet part at `path` cannot be read with `SCHEMA`, or None when it can.
 
     By default reads the footer only (about a tenth of a full read): it is missing
@@ -87,13 +92,17 @@ def part_problem(path: str | Path, *, full: bool = False) -> str | None:
     kind (integers may be narrower, as readers upcast them); a column `SCHEMA`
     gained later may be absent. `full` also decodes every page, which finds damage
     inside an intact footer; the driver pays for that once per run, readers do not.
+
+    Raises:
+        StorageError: the object store could not be asked (a damaged part is a problem, not an error).
     """
+    path = fs.location(path)
     try:
-        schema = pq.read_schema(path)
+        schema = fs.read_schema(path)
         # What the store writes has exactly SCHEMA: one comparison instead of a loop over columns.
         if schema.equals(SCHEMA, check_metadata=False):
             if full:
-                pq.read_table(path)
+                fs.read_table(path)
             return None
         missing = [k for k in KEY_COLUMNS if k not in schema.names]
         if missing:
@@ -102,7 +111,9 @@ def part_problem(path: str | Path, *, full: bool = False) -> str | None:
             if name in SCHEMA.names and not _same_kind(schema.field(name).type, SCHEMA.field(name).type):
                 return f"column {name} is {schema.field(name).type}, not {SCHEMA.field(name).type}"
         if full:
-            pq.read_table(path)
+            fs.read_table(path)
+    except StorageError:
+        raise
     except (OSError, pa.ArrowException) as exc:
         return " ".join(str(exc).split())[:200] or type(exc).__name__
     return None
@@ -117,17 +128,19 @@ def _same_kind(found: pa.DataType, wanted: pa.DataType) -> bool:
     return pat.is_timestamp(found) and pat.is_timestamp(wanted)
 
 
-def _as_paths(results: str | Path | Sequence[str | Path]) -> list[Path]:
-    if isinstance(results, (str, Path)):
-        return [Path(results)]
-    paths = [Path(p) for p in results]
+def _as_paths(results: str | Location | Sequence[str | Location]) -> list[Location]:
+    if isinstance(results, (str, Path, ObjectPath)):
+        return [fs.location(results)]
+    paths = [fs.location(p) for p in results]
     if not paths:
         raise ResultsError("no results path given; pass a results root, a run directory or a list of them")
     return paths
 
 
-def part_files(results: str | Path | Sequence[str | Path]) -> list[Path]:
+def part_files(results: str | Location | Sequence[str | Location]) -> list[Location]:
     """The Parquet files readers read under a results root, a run directory, a file, or a list of them.
+
+    Each may be a local path or a URI (`store.fs.location`).
 
     Per run directory (listed once): its parts and its compacted file, less the
     parts that compacted file supersedes (`superseded`). Temporary files of an
@@ -135,8 +148,9 @@ def part_files(results: str | Path | Sequence[str | Path]) -> list[Path]:
 
     Raises:
         ResultsError: a path that does not exist, or a file that is not a part.
+        StorageError: an object store that cannot be asked.
     """
-    files: set[Path] = set()
+    files: set[Location] = set()
     for path in _as_paths(results):
         if not path.exists():
             raise ResultsError(
@@ -149,9 +163,13 @@ def part_files(results: str | Path | Sequence[str | Path]) -> list[Path]:
             files.add(path.resolve())
             continue
         # A run directory holds parts directly; a results root holds run directories.
-        for directory in (path, *(d for d in sorted(path.iterdir()) if d.is_dir())):
+        for directory in (path, *(e.path for e in fs.entries(path) if e.is_dir)):
+            listed = run_listing(directory).read
+            if isinstance(directory, ObjectPath):  # keys are absolute; each keeps what its listing said
+                files.update(listed)
+                continue
             where = directory.resolve()  # once per directory: resolving each of 10,000 parts costs seconds
-            files.update(where / p.name for p in run_listing(directory).read)
+            files.update(where / p.name for p in listed)
     return sorted(files)
 
 
@@ -159,30 +177,26 @@ def part_files(results: str | Path | Sequence[str | Path]) -> list[Path]:
 class RunListing:
     """One listing of a run directory, sorted into what readers read and what they leave."""
 
-    parts: list[Path]  # live parts: not superseded by the compacted file
-    compacted: Path | None  # the compacted file, when there is one
+    parts: list[Location]  # live parts: not superseded by the compacted file
+    compacted: Location | None  # the compacted file, when there is one
     attempts: dict[str, int]  # its highest attempt per config ({} without one, or when it cannot be read)
-    superseded: list[Path]  # parts the compacted file replaces (a compaction stopped before removing them)
+    superseded: list[Location]  # parts the compacted file replaces (a compaction stopped before removing them)
 
     @property
-    def read(self) -> list[Path]:
+    def read(self) -> list[Location]:
         """The files readers read: the compacted file and the live parts."""
         return [*([self.compacted] if self.compacted is not None else []), *self.parts]
 
 
-def run_listing(directory: Path) -> RunListing:
+def run_listing(directory: Location) -> RunListing:
     """List `directory` once: live parts, the compacted file and its attempts, superseded parts."""
-    parts: list[Path] = []
+    parts: list[Location] = []
     compacted = None
-    try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        entries = []
-    for entry in entries:
-        if entry.name == COMPACTED and entry.is_file():
-            compacted = Path(entry.path)
-        elif fnmatch.fnmatchcase(entry.name, PART_GLOB) and entry.is_file():  # what `part_files` always read
-            parts.append(Path(entry.path))
+    for entry in fs.entries(directory):
+        if entry.name == COMPACTED and entry.is_file:
+            compacted = entry.path
+        elif fnmatch.fnmatchcase(entry.name, PART_GLOB) and entry.is_file:  # what `part_files` always read
+            parts.append(entry.path)
     attempts = compacted_attempts(compacted) if compacted is not None else {}
     live, old = [], []
     for path in parts:
@@ -196,14 +210,14 @@ def superseded(name: str, attempts: dict[str, int]) -> bool:
     return m is not None and int(m.group("attempt")) <= attempts.get(m.group("config_id"), -1)
 
 
-def compacted_attempts(path: Path) -> dict[str, int]:
+def compacted_attempts(path: Location) -> dict[str, int]:
     """``{config_id: highest attempt}`` recorded in a compacted file's footer; {} when it cannot be read.
 
     An unreadable compacted file supersedes nothing: any part it would have
     replaced is read again, and readers skip the file itself (`readable`).
     """
     try:
-        metadata = pq.read_schema(path).metadata or {}
+        metadata = fs.read_schema(path).metadata or {}
         data = json.loads(metadata[COMPACTED_KEY])
         return {str(cid): int(a) for cid, a in data["attempts"].items()}
     except (OSError, pa.ArrowException, KeyError, TypeError, ValueError, AttributeError):
@@ -212,23 +226,15 @@ def compacted_attempts(path: Path) -> dict[str, int]:
 
 # Parts already reported as unreadable in this process, by (path, size, mtime):
 # one warning per damaged file, however many times it is scanned.
-_reported: set[tuple[Path, int, int]] = set()
+_reported: set[tuple[Location, int, int]] = set()
 # Parts whose footer was found good in this process, by (path, size, mtime). A part is
 # never rewritten in place (atomic writes under a new name), so a part with the same
 # size and mtime is the same file: `status --check` and a report scan a run several
 # times and check each footer once.
-_good: set[tuple[Path, int, int]] = set()
+_good: set[tuple[Location, int, int]] = set()
 
 
-def _key(path: Path) -> tuple[Path, int, int]:
-    try:
-        stat = path.stat()
-        return (path, stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        return (path, -1, -1)
-
-
-def readable(files: Iterable[Path]) -> list[Path]:
+def readable(files: Iterable[Location]) -> list[Location]:
     """The parts that can be read; each one that cannot is left out with one warning line.
 
     A truncated or damaged part would otherwise fail every query over its run.
@@ -237,7 +243,7 @@ def readable(files: Iterable[Path]) -> list[Path]:
     """
     good = []
     for path in files:
-        key = _key(path)
+        key = fs.stat_key(path)
         if key in _good:
             good.append(path)
             continue

@@ -4,8 +4,11 @@ Every file is written under a ``.tmp-`` name in the same directory, flushed to
 disk, then renamed over its final name (`os.replace` is atomic within one file
 system). A crash or Ctrl-C at any moment therefore leaves only whole files under
 their final names, plus perhaps a ``.tmp-*`` file that readers ignore and the
-next run removes. A part is never overwritten: each dispatch of a config has its
-own attempt number, and readers keep one attempt per config (`store.parts.kept`).
+next run removes. On object storage (``--results s3://…``, `store.fs`) there is no
+rename: each file is one object, sent whole, so the same holds without temporary
+names. A part is never overwritten: each dispatch of a config has its own attempt
+number, its name is checked to be free before it is written, one driver at a time
+writes a run (`store.lock`), and readers keep one attempt per config (`store.parts.kept`).
 
 A part that cannot be read is skipped by readers (`store.parts.readable`); the
 driver, when it plans a run, reads every part whole and moves any it cannot read
@@ -14,22 +17,23 @@ inspection, the warning is not repeated forever and the config is measured again
 under a new attempt number. Quarantined names still count for attempt numbering,
 so no attempt is reused. Damage inside a part whose footer is intact is found by
 the driver (and by `store.invariant`); until the next run moves it aside, a
-reader that meets it fails in one line that says so.
+reader that meets it fails in one line that says so. On object storage moving
+aside is a copy, then a delete.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
+from store import fs
 from store import manifest as manifests
+from store.fs import Location
 from store.manifest import Manifest
 from store.parts import (
     COMPACTED,
@@ -59,10 +63,10 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def list_runs(results: str | Path) -> list[tuple[str, str]]:
+def list_runs(results: str | Location) -> list[tuple[str, str]]:
     """``(created_at, run_id)`` of every run with a readable manifest under `results`, oldest first."""
     runs = []
-    for path in Path(results).glob(f"*/{MANIFEST}"):
+    for path in fs.location(results).glob(f"*/{MANIFEST}"):
         try:
             found = manifests.read(path)
         except ResultsError as exc:
@@ -73,23 +77,24 @@ def list_runs(results: str | Path) -> list[tuple[str, str]]:
     return sorted(runs)
 
 
-def latest_run(results: str | Path) -> str | None:
+def latest_run(results: str | Location) -> str | None:
     """The run id whose manifest was created last, or None when `results` holds no run."""
     runs = list_runs(results)
     return runs[-1][1] if runs else None
 
 
 class RunStore:
-    """One run's directory: writes parts and the manifest, reads back what is done."""
+    """One run's directory (local, or a prefix on object storage): writes parts and the manifest, reads back
+    what is done."""
 
-    def __init__(self, results: str | Path, run_id: str):
-        self.results = Path(results)
+    def __init__(self, results: str | Path | Location, run_id: str):
+        self.results = fs.location(results)
         self.run_id = run_id
         self.dir = self.results / run_id
 
     # ----- manifest -----
     @property
-    def manifest_path(self) -> Path:
+    def manifest_path(self) -> Location:
         return self.dir / MANIFEST
 
     def read_manifest(self) -> Manifest | None:
@@ -101,21 +106,22 @@ class RunStore:
         return manifests.read(self.manifest_path)
 
     def write_manifest(self, manifest: Manifest) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        data = manifest.dumps().encode()
-        self._atomic_write(self.manifest_path, lambda tmp: tmp.write_bytes(data))
+        """Write the manifest whole (it replaces the previous one as a whole)."""
+        fs.make_dirs(self.dir)
+        fs.write_bytes(self.manifest_path, manifest.dumps().encode(), temp_prefix=TEMP_PREFIX)
 
     # ----- parts -----
-    def part_path(self, config_id: str, attempt: int) -> Path:
+    def part_path(self, config_id: str, attempt: int) -> Location:
         return self.dir / part_name(config_id, attempt)
 
-    def write_part(self, records: Iterable[Record]) -> Path:
+    def write_part(self, records: Iterable[Record]) -> Location:
         """Write one attempt of one config (all its rows) as one Parquet file, atomically.
 
         Raises:
             ValueError: the records are empty, mix configs or attempts, belong to
                 another run, or do not fit `SCHEMA` (the caller's bug, or a host's).
             FileExistsError: that attempt was already written (attempts are never reused).
+            OSError: the write failed (`StorageError` on object storage).
         """
         records = list(records)
         if not records:
@@ -137,8 +143,8 @@ class RunStore:
         path = self.part_path(config_id, attempt)
         if path.exists():
             raise FileExistsError(f"{path} exists; every attempt gets a new number, this is a driver bug")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        fs.make_dirs(self.dir)
+        fs.write_table(path, table, temp_prefix=TEMP_PREFIX)
         return path
 
     def attempts_on_disk(self) -> dict[str, int]:
@@ -149,13 +155,12 @@ class RunStore:
         so no attempt number is ever used twice and a new part is never superseded.
         """
         highest: dict[str, int] = {}
-        if not self.dir.is_dir():
-            return highest
-        compacted = self.dir / COMPACTED
-        if compacted.is_file():
+        listed = fs.entries(self.dir)
+        compacted = next((e.path for e in listed if e.name == COMPACTED and e.is_file), None)
+        if compacted is not None:
             highest.update(compacted_attempts(compacted))
-        for path in self.dir.iterdir():
-            m = PART_NAME.match(path.name) or QUARANTINED_NAME.match(path.name)
+        for entry in listed:
+            m = PART_NAME.match(entry.name) or QUARANTINED_NAME.match(entry.name)
             if m:
                 cid, attempt = m.group("config_id"), int(m.group("attempt"))
                 highest[cid] = max(attempt, highest.get(cid, 0))
@@ -186,18 +191,19 @@ class RunStore:
             return 0
         removed = 0
         for path in self.dir.glob(f"{TEMP_PREFIX}*"):
-            path.unlink(missing_ok=True)
+            fs.delete(path)
             removed += 1
         if removed:
             log.info("removed %d unfinished temporary file(s) in %s", removed, self.dir)
         return removed
 
-    def quarantine_unreadable(self) -> list[Path]:
+    def quarantine_unreadable(self) -> list[Location]:
         """Move parts that cannot be read aside to ``<name>.corrupt``; returns the new paths.
 
         Only the driver calls this (at plan time): readers skip such parts but never rename.
+        A storage that cannot be asked raises `StorageError`; nothing is moved for it.
         """
-        moved: list[Path] = []
+        moved: list[Location] = []
         if not self.dir.is_dir():
             return moved
         # Superseded parts are not read (a compaction removes them), so they are not checked.
@@ -208,42 +214,10 @@ class RunStore:
             target = path.with_name(path.name + QUARANTINE_SUFFIX)
             if target.exists():
                 target = path.with_name(f"{path.name}{QUARANTINE_SUFFIX}-{secrets.token_hex(4)}")
-            os.replace(path, target)
+            fs.move(path, target)
             log.warning("moved unreadable part %s aside to %s (%s); its config is measured again",
                         path, target.name, problem)
             moved.append(target)
         if moved:
-            fsync_dir(self.dir)
+            fs.fsync_dir(self.dir)
         return moved
-
-    # ----- the one way a file is written -----
-    @staticmethod
-    def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-        tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
-        try:
-            write(tmp)
-            # The data must be on disk before the rename makes it visible.
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

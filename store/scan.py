@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
+from store import fs
+from store.fs import Location
 from store.parts import part_files, readable
 from store.schema import SCHEMA
 from workers.record import STATUS_OK
@@ -34,12 +35,12 @@ def empty() -> pl.LazyFrame:
     return pl.LazyFrame(schema=POLARS_SCHEMA)
 
 
-def scan(results: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
+def scan(results: str | Location | Sequence[str | Location]) -> pl.LazyFrame:
     """One lazy frame over every result row under `results`, one attempt per config.
 
     Args:
         results: a results root (all runs), one run directory, a part file, or a
-            list of any of these.
+            list of any of these; each a local path or a URI (``s3://bucket/prefix``, `store.fs`).
 
     Returns:
         A `pl.LazyFrame` with exactly the schema's columns and dtypes. Per
@@ -49,13 +50,14 @@ def scan(results: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
 
     Raises:
         ResultsError: a path does not exist.
+        StorageError: an object store that cannot be asked.
     """
     files = readable(part_files(results))
     if not files:
         log.debug("no result parts under %s", results)
         return empty()
-    lf = pl.scan_parquet(
-        [str(f) for f in files],
+    lf = fs.scan_parquet(
+        files,
         hive_partitioning=False,
         # Parts written before a field was added to `Record` lack that column:
         # it reads as null instead of failing the whole scan.

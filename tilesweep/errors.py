@@ -25,6 +25,26 @@ class ResultsError(UsageError):
     """Results that cannot be read as asked: no such path or run, a damaged part, no rows."""
 
 
+class RunLocked(ResultsError):
+    """Another driver is writing the run (`store.lock`): the message names it (host, pid, since) and what to do."""
+
+
+class StorageError(OSError):
+    """The results' storage could not be used: unreachable, no such bucket, access denied, a request that timed out.
+
+    Raised by `store.fs` for object storage (a local path raises the operating
+    system's own `OSError`). ``where`` is the location (a URI, never a credential),
+    ``reason`` the client's short reason, also in ``strerror``. The CLI prints it as
+    one line with exit 2; mid-sweep the driver turns it into a `SweepError` (exit 1).
+    """
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{reason} (at {where})")
+        self.where = where
+        self.reason = reason
+        self.strerror = reason
+
+
 class SweepError(RuntimeError):
     """The sweep cannot go on (no host could start, a part cannot be written); what is written stays valid."""
 

@@ -28,6 +28,7 @@ from orchestrator.progress import make_progress
 from orchestrator.resume import resolve, resume_command
 from orchestrator.spec import SweepSpec
 from orchestrator.sweep import sweep
+from store.fs import location
 from store.runs import new_run_id
 from tilesweep.text import table
 
@@ -91,7 +92,7 @@ def summary_text(run_dir: str | Path) -> str:
     frame = summary(scan(run_dir)).collect()
     decode = [c for c in _DECODE_COLUMNS if frame[c[1]].null_count() < frame.height]
     columns = [*_SUMMARY_COLUMNS[:-1], *decode, _SUMMARY_COLUMNS[-1]]
-    title = (f"run {Path(run_dir).name}: {frame.height} config(s), median times in ms "
+    title = (f"run {location(run_dir).name}: {frame.height} config(s), median times in ms "
              "(hook method; llm_sub_ms by subtraction)")
     rows = [[None if row[column] is None else fmt.format(row[column]) for _, column, fmt in columns]
             for row in frame.iter_rows(named=True)]

@@ -113,6 +113,19 @@ def is_scheme(obj: Any) -> bool:
     return isinstance(obj, Scheme)
 
 
+def constant_compute(scheme: Any) -> str:
+    """Why `scheme` is a constant-compute control, or ``""`` for an ordinary scheme.
+
+    A processor that pads every image to one shape (Llama 3.2 Vision pads to its
+    maximum tile count) makes the encoder and the LLM do the same work at every
+    target: sweeping its targets measures the instrument's stability, not a cost
+    curve. Such a scheme class says so with a ``constant_compute`` property (the
+    reason, one line); the others need not define it. `tilesweep plan` and the
+    report print the reason.
+    """
+    return str(getattr(scheme, "constant_compute", "") or "")
+
+
 def scheme_kind_key(data: Mapping[str, Any]) -> str | None:
     """The ``"scheme"`` entry of a `to_dict` (absent for Molmo profiles, whose dict predates schemes)."""
     value = data.get("scheme")

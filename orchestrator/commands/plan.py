@@ -20,6 +20,7 @@ from orchestrator.spec import DEFAULT_FAMILIES, parse_crops
 from tilesweep.errors import UsageError
 from tilesweep.text import table
 from tilings import BUDGET, FAMILIES, PROFILES, Scheme, crop_counts, enumerate_tilings, parse_families, resolve_profile
+from tilings.scheme import constant_compute
 
 FORMATS = ("table", "csv", "json")
 COLUMNS = ("tiling", "rows", "cols", "family", "height", "width", "crops", "image_tokens", "sequence_tokens")
@@ -86,6 +87,12 @@ def coverage_line(profile: Scheme, families: list[str]) -> str:
             f"not reachable with these families: {_spans(unreachable)}")
 
 
+def control_line(profile: Scheme) -> str:
+    """For a constant-compute control (`tilings.scheme.constant_compute`): one line saying so; else ``""``."""
+    note = constant_compute(profile)
+    return f"constant-compute control: {note}" if note else ""
+
+
 def format_table(planned: list[PlanRow]) -> str:
     header = ["tiling", "family", "resolution", "crops", "image_tokens", "sequence_tokens"]
     body = [[r.label(), r.family, f"{r.height}x{r.width}", r.crops, r.image_tokens, r.sequence_tokens]
@@ -103,7 +110,7 @@ def format_csv(planned: list[PlanRow]) -> str:
 
 def format_json(planned: list[PlanRow], profile: Scheme, families: list[str]) -> str:
     covered, unreachable = coverage(profile, families)
-    doc = {"profile": profile.to_dict(),
+    doc = {"profile": profile.to_dict(), "constant_compute": constant_compute(profile) or None,
            "families": families, "coverage": {"covered": covered, "unreachable": unreachable},
            "rows": [r.as_dict() for r in planned]}
     return json.dumps(doc, indent=2)
@@ -124,10 +131,14 @@ def main(args: argparse.Namespace) -> int:
             print(format_csv(planned))
             # stdout stays pure CSV for pipes; the coverage note goes beside it.
             sys.stderr.write(coverage_line(profile, families) + "\n")
+            if control_line(profile):
+                sys.stderr.write(control_line(profile) + "\n")
         else:
             print(format_table(planned))
             print()
             print(coverage_line(profile, families))
+            if control_line(profile):
+                print(control_line(profile))
         sys.stdout.flush()
     except BrokenPipeError:
         # `tilesweep plan | head` closed the pipe early: not an error. Point stdout at

@@ -25,6 +25,8 @@ from analysis.tables import to_html, to_markdown
 from store.manifest import Manifest
 from store.parts import damaged
 from tilesweep.errors import ResultsError, UsageError
+from tilings import get_profile, scheme_from_dict
+from tilings.scheme import constant_compute
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +85,21 @@ def _slug(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id) or "run"
 
 
+def control_note(profile: str, manifest: Manifest | None) -> str:
+    """`tilings.scheme.constant_compute` of the run's scheme (the manifest's numbers, else the registered name)."""
+    try:
+        scheme = scheme_from_dict(manifest.profile) if manifest is not None and manifest.profile else None
+        return constant_compute(scheme if scheme is not None else get_profile(profile))
+    except UsageError:  # a scheme this tilesweep cannot read back: no note
+        return ""
+
+
 def build_section(run_id: str, rows: pl.DataFrame, manifest: Manifest | None) -> Section:
     first = rows.row(0, named=True)
     title = f"{first['model']} · {first['profile']} · {first['gpu_name'] or first['device']}"
     section = Section(run_id=run_id, title=title)
+    if control := control_note(first["profile"], manifest):
+        section.notes.append(f"constant-compute control: {control}")
     slug = _slug(run_id)
     summary = query.summary(rows).collect()
     measured = summary.filter(pl.col("n") > 0)

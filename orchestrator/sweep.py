@@ -25,6 +25,7 @@ from orchestrator.cluster import cluster_gpus, connect, resolve_address, worker_
 from orchestrator.plan import PlannedConfig, pending, plan, profile_dict
 from orchestrator.progress import Progress
 from orchestrator.spec import SweepSpec
+from store.lock import RunLock
 from store.manifest import Counts, Invocation, Manifest
 from store.runs import RunStore, new_run_id
 from tilesweep.errors import SpecError
@@ -52,11 +53,15 @@ def sweep(spec: SweepSpec, *, command: str = "run", host_cls: type | None = None
             directory that cannot be written, a spec that does not fit the run or
             the profile (all raised before Ray starts or anything is written).
         SweepError: no host actor could start, or a part could not be written.
+        RunLocked: another driver is writing the run (one line naming it; before Ray starts).
     """
     spec = dataclasses.replace(spec, run_id=spec.run_id or new_run_id())
     with signals.stopping_on_signals():  # SIGTERM and SIGHUP stop it as Ctrl-C does
-        return _sweep(spec, command=command, host_cls=host_cls, host_kwargs=host_kwargs, actor_env=actor_env,
-                      progress=progress)
+        preflight.check(spec, default_host=host_cls is None)
+        # One driver per run, taken before Ray starts and given back on every way out (`store.lock`).
+        with RunLock(RunStore(spec.results, spec.run_id).dir, command=command):
+            return _sweep(spec, command=command, host_cls=host_cls, host_kwargs=host_kwargs, actor_env=actor_env,
+                          progress=progress)
 
 
 def _sweep(spec: SweepSpec, *, command: str, host_cls: type | None, host_kwargs: Mapping[str, Any] | None,
@@ -65,7 +70,6 @@ def _sweep(spec: SweepSpec, *, command: str, host_cls: type | None, host_kwargs:
 
     from orchestrator.driver import Driver
 
-    preflight.check(spec, default_host=host_cls is None)
     store = RunStore(spec.results, spec.run_id)
     manifest = store.read_manifest()
     # Plan before touching Ray when the profile is known: bad input fails fast, and a

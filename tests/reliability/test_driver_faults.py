@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,7 +80,9 @@ def whole_parts(run_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_driver_killed_with_sigkill_then_the_same_command_measures_only_what_is_missing(
-        ray_cluster, tmp_path, env_without_ray_address, assert_invariant):
+        ray_cluster, tmp_path, env_without_ray_address, assert_invariant, capsys, caplog):
+    """Also the run lock (`store.lock`): a second driver on the run while the first measures is refused in
+    one line naming it, and the lock the SIGKILLed driver left is taken over by the resume at once."""
     results = tmp_path / "results"
     run_dir = results / "killed"
     argv = ["run", "--address", ray_cluster.address, "--results", str(results), "--run-id", "killed",
@@ -93,6 +97,14 @@ def test_driver_killed_with_sigkill_then_the_same_command_measures_only_what_is_
             wait_for(lambda: len(whole_parts(run_dir)) >= 2 or proc.poll() is not None, 180, "two parts")
             assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
             ours = model_host_pids() - hosts_before
+            # A fill of the same run meanwhile: refused before Ray starts, naming the running driver.
+            capsys.readouterr()
+            assert cli.main(["fill", "--results", str(results), "--run-id", "killed", "--tilings", "1x1"]) == 2
+            lines = capsys.readouterr().err.splitlines()
+            assert len(lines) == 1 and lines[0].startswith("tilesweep fill: error: run 'killed' is in use by another "
+                                                           f"driver (run on host {socket.gethostname()}, pid {proc.pid}, "
+                                                           "since "), lines
+            assert f"delete {run_dir / 'driver.lock'}" in lines[0]
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and anything it started in its group
         finally:
             if proc.poll() is None:
@@ -105,7 +117,11 @@ def test_driver_killed_with_sigkill_then_the_same_command_measures_only_what_is_
     done_before = attempts(run_dir)
     assert 2 <= len(done_before) < 8
 
-    assert cli.main(argv) == 0  # the same command, without the injected hang
+    assert (run_dir / "driver.lock").exists()  # SIGKILL left it: the resume must not be blocked by it
+    with caplog.at_level(logging.WARNING, logger="store.lock"):
+        assert cli.main(argv) == 0  # the same command, without the injected hang
+    assert f"run killed: taking over the lock of run on host {socket.gethostname()}, pid {proc.pid}" in caplog.text
+    assert f"its process {proc.pid} is gone" in caplog.text and not (run_dir / "driver.lock").exists()
     after = attempts(run_dir)
     assert len(after) == 8
     # Nothing measured twice: the configs done before keep their one part, untouched.
@@ -114,7 +130,12 @@ def test_driver_killed_with_sigkill_then_the_same_command_measures_only_what_is_
     assert all(len(a) == 1 for a in after.values())
     manifest = json.loads((run_dir / "manifest.json").read_text())
     resumed = manifest["invocations"][-1]
+    # The refused fill added no invocation; a fill now (of a tiling already measured: no Ray) is let in.
     assert len(manifest["invocations"]) == 2 and resumed["measured"] == 8 - len(done_before)
+    assert_invariant(results, "killed")
+    assert cli.main(["fill", "--results", str(results), "--run-id", "killed", "--tilings", "1x1"]) == 0
+    assert [i["command"] for i in json.loads((run_dir / "manifest.json").read_text())["invocations"]] == [
+        "run", "run", "fill"]
     assert_invariant(results, "killed")
 
 

@@ -35,7 +35,7 @@ from tilings import (
 from tilings.nativeres import PRESETS, NativeResolution
 
 SEED = 20251115
-DETERMINISTIC = settings(derandomize=True, max_examples=300, deadline=None, database=None)
+DETERMINISTIC = settings(derandomize=True, max_examples=200, deadline=None, database=None)
 PIXTRAL, MISTRAL3 = PRESETS["pixtral"], PRESETS["mistral3"]
 IDS = {"[UNK]": 0, "[IMG]": 1, "[IMG_BREAK]": 2, "[IMG_END]": 3, "hi": 4}
 
@@ -183,12 +183,12 @@ def word_level_processor(scheme: NativeResolution):
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_canvases_agree_with_the_processor_on_every_target_and_thousands_of_sizes(name):
     scheme = PRESETS[name]
-    sizes = sample_sizes(scheme, SEED, n_random=1000)
-    assert len(set(sizes)) >= 2500
+    sizes = sample_sizes(scheme, SEED, n_random=700)
+    assert len(set(sizes)) >= 3000
     refused = [s for s in sizes if processor_canvas(scheme, *s) == ("refused",)]
     assert len(refused) >= 50  # thin images whose shorter side floors to 0 px, from both sides
     scaled = [s for s in sizes if max(s) > scheme.longest_edge and processor_canvas(scheme, *s) != ("refused",)]
-    assert len(scaled) >= 1000
+    assert len(scaled) >= 700
     wrong = disagreements(scheme, sizes)
     assert not wrong, f"{len(wrong)} of {len(sizes)} sizes disagree ({name}):\n" + "\n".join(wrong[:20])
 

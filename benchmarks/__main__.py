@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "additivity": "benchmarks.additivity",
     "adaptive": "benchmarks.adaptive",
     "scale": "benchmarks.scale",
+    "control": "benchmarks.control",
 }
 
 log = logging.getLogger("benchmarks")

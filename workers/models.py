@@ -89,8 +89,8 @@ def materialize_(model: nn.Module, device: torch.device, seed: int, std: float =
     """Give a meta-device model real storage on `device` and a cheap deterministic fill.
 
     Weights are drawn N(0, std) on the device, norms are ones, biases zeros; the
-    rotary tables are recomputed and embedding position ids refilled (the buffers
-    these models hold); any other buffer is an error.
+    rotary tables are recomputed, Gemma's embedding scale set and embedding position
+    ids refilled (the buffers these models hold); any other buffer is an error.
     """
     model.to_empty(device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -104,9 +104,12 @@ def materialize_(model: nn.Module, device: torch.device, seed: int, std: float =
                 param.zero_()
             else:
                 param.normal_(0.0, std, generator=generator)
-        if "RotaryEmbedding" in kind and hasattr(module, "original_inv_freq"):
-            model._init_weights(module)  # recomputes inv_freq from the config
+        if "RotaryEmbedding" in kind and (hasattr(module, "original_inv_freq") or _per_layer_type_rope(module)):
+            model._init_weights(module)  # recomputes inv_freq (Gemma 3: one table per layer type) from the config
             filled_buffers.update(id(b) for b in module.buffers(recurse=False))
+        if hasattr(module, "scalar_embed_scale") and hasattr(module, "embed_scale"):  # Gemma's scaled embedding
+            module.embed_scale.fill_(module.scalar_embed_scale)
+            filled_buffers.add(id(module.embed_scale))
     for name, buffer in model.named_buffers():
         # Embedding position ids (SigLIP's, non-persistent): 0..n-1 along the last dimension.
         if id(buffer) not in filled_buffers and name.endswith("position_ids") and not buffer.is_floating_point():
@@ -122,6 +125,12 @@ def build_registered(spec: ModelSpec, *, device: torch.device, dtype: torch.dtyp
     """A registered spec's model on `device`, in `dtype`, in eval mode."""
     if spec.weights == "meta":
         model = materialize_(build_on_meta(spec, dtype, attn_implementation), device, seed)
+def _per_layer_type_rope(module: nn.Module) -> bool:
+    """Gemma 3's rotary module: an ``<type>_inv_freq`` table per layer type, recomputed by the model's init."""
+    types = getattr(module, "layer_types", None)
+    return bool(types) and all(hasattr(module, f"{t}_original_inv_freq") for t in types)
+
+
     else:
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
         with torch.random.fork_rng(devices=[]):

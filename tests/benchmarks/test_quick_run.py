@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NAMES = ("scheduling", "speedup", "overhead", "additivity", "adaptive", "scale")
+NAMES = ("scheduling", "speedup", "overhead", "additivity", "adaptive", "scale", "control")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -117,3 +118,21 @@ def test_adaptive_repeats_past_the_fixed_count_and_three_repeats_have_no_interva
         assert fixed["samples"] == 3 and fixed["stop_reason"] == "repeats" and fixed["precision_pct"] is None
         assert 3 <= adaptive["samples"] <= 6 and adaptive["stop_reason"] in ("precision", "max_repeats", "max_duration")
         assert f[f"adaptive: samples per config, {condition}"] == adaptive["samples"]
+
+
+def test_control_verdicts_follow_from_its_samples(quick_run):
+    """Quick: 1x1 and 2x2, 6 samples each; with 6 samples the 95% interval of a median is [min, max] (the
+    binomial tail of the extremes, 2/64 = 3%, is the last within 5%), so each verdict is recomputed here."""
+    f = figures(quick_run, "control")
+    samples = quick_run["results"]["control"]["details"]["samples_ms"]
+    assert list(samples) == ["1x1", "2x2"] and f["tilings measured"] == 2
+    for label, stage in (("vision", "t_vision_ms"), ("LLM prefill", "t_llm_prefill_ms"),
+                         ("forward (total)", "t_total_ms"), ("processor (CPU)", "t_preprocess_ms")):
+        per = [samples[t][stage] for t in ("1x1", "2x2")]
+        assert [len(v) for v in per] == [6, 6] == [f["samples per tiling"]] * 2
+        medians = [statistics.median(v) for v in per]
+        assert f[f"{label}: spread of the tilings' medians"] == pytest.approx(
+            100 * abs(medians[0] - medians[1]) / statistics.median(medians))
+        assert f[f"{label}: flat within noise"] == int(max(min(v) for v in per) <= min(max(v) for v in per))
+        half = [100 * (max(v) - min(v)) / 2 / m for v, m in zip(per, medians)]
+        assert f[f"{label}: 95% CI half-width of one tiling's median"] == pytest.approx(statistics.median(half))

@@ -121,16 +121,16 @@ def materialize_(model: nn.Module, device: torch.device, seed: int, std: float =
     return model
 
 
-def build_registered(spec: ModelSpec, *, device: torch.device, dtype: torch.dtype, attn_implementation: str | None, seed: int) -> nn.Module:
-    """A registered spec's model on `device`, in `dtype`, in eval mode."""
-    if spec.weights == "meta":
-        model = materialize_(build_on_meta(spec, dtype, attn_implementation), device, seed)
 def _per_layer_type_rope(module: nn.Module) -> bool:
     """Gemma 3's rotary module: an ``<type>_inv_freq`` table per layer type, recomputed by the model's init."""
     types = getattr(module, "layer_types", None)
     return bool(types) and all(hasattr(module, f"{t}_original_inv_freq") for t in types)
 
 
+def build_registered(spec: ModelSpec, *, device: torch.device, dtype: torch.dtype, attn_implementation: str | None, seed: int) -> nn.Module:
+    """A registered spec's model on `device`, in `dtype`, in eval mode."""
+    if spec.weights == "meta":
+        model = materialize_(build_on_meta(spec, dtype, attn_implementation), device, seed)
     else:
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
         with torch.random.fork_rng(devices=[]):

@@ -111,6 +111,27 @@ def test_materialize_gives_a_working_model():
         assert torch.isfinite(model(**prepared.forward, logits_to_keep=1).logits).all()
 
 
+def test_materialize_recomputes_the_11b_llama3_rope_tables():
+    """The 11B architecture is materialised, never initialised, on a GPU: its llama3 RoPE tables (not the tiny
+    model's default ones) must come out as the library's own init makes them. Checked at toy widths."""
+    def small_11b():
+        config = MODELS["llama3.2-11b-vision-arch"].config()
+        config.vision_config = MODELS["tiny-mllama"].config().vision_config
+        text = config.text_config
+        text.hidden_size, text.intermediate_size, text.num_attention_heads, text.num_key_value_heads = 64, 128, 4, 2
+        text.num_hidden_layers, text.cross_attention_layers, text.vocab_size = 5, [3], 1024
+        text.bos_token_id, text.eos_token_id, text.pad_token_id, config.image_token_index = 1000, 1001, 1002, 1024
+        return config
+
+    spec = dataclasses.replace(MODELS["llama3.2-11b-vision-arch"], config=small_11b)
+    model = materialize_(build_on_meta(spec, dtype=torch.float32), CPU, seed=0)
+    reference = build_registered(dataclasses.replace(spec, weights="seeded-init"), device=CPU, dtype=torch.float32,
+                                 attn_implementation=None, seed=0)
+    assert model.model.language_model.rotary_emb.rope_type == "llama3"
+    for key, buffer in reference.named_buffers():
+        assert torch.equal(model.get_buffer(key), buffer), key
+
+
 # ----- measured end to end --------------------------------------------------------------------------
 
 

@@ -111,6 +111,10 @@ def materialize_(model: nn.Module, device: torch.device, seed: int, std: float =
             module.embed_scale.fill_(module.scalar_embed_scale)
             filled_buffers.add(id(module.embed_scale))
     for name, buffer in model.named_buffers():
+        # An input normalisation's statistics (Phi-4-multimodal's audio encoder), as the model's own init sets them.
+        if name.endswith((".global_mean", ".global_invstd")):
+            buffer.fill_(0.0 if name.endswith("mean") else 1.0)
+            filled_buffers.add(id(buffer))
         # Embedding position ids (SigLIP's, non-persistent): 0..n-1 along the last dimension.
         if id(buffer) not in filled_buffers and name.endswith("position_ids") and not buffer.is_floating_point():
             buffer.copy_(torch.arange(buffer.shape[-1], device=buffer.device).expand_as(buffer))

@@ -13,6 +13,7 @@ kernel (class)            selection rule                  schemes (presets)
 `tilings.PixelBudget`     ``smart_resize`` pixel budget   qwen2-vl, qwen2.5-vl, qwen3-vl
 `tilings.ClosestAspect`   closest aspect ratio of a grid  internvl3
 `tilings.Pinpoints`       best-fit pinpoint resolutions   llava-onevision
+`tilings.TiledCanvas`     least up-scaling, whole tiles   llama4, cohere2-vision
 ========================  ==============================  =========================
 
 Two kinds. **grid** schemes cut the image into ``rows x cols`` tiles (plus, as the

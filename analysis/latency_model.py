@@ -32,6 +32,7 @@ import polars as pl
 import tilings
 from analysis import query
 from tilesweep.errors import UsageError
+from tilings.overrides import point_geometry
 
 # Above this condition number of the standardised [1, crops, tokens] design the
 # two axes are too collinear to tell apart (Molmo2 1×k alone: ~180; 1×k + 2×k: ~14).
@@ -186,7 +187,7 @@ def plan_separability(profile: tilings.Scheme | str, families: list[str] | str |
     scheme = tilings.get_profile(profile)
     names = tilings.parse_families(families if families is not None else scheme.default_families, scheme)
     sizes = dict.fromkeys((t, h, w) for f in names for t, (h, w) in scheme.points(f))  # each point once
-    geoms = [scheme.geometry(h, w) for _, h, w in sizes]
+    geoms = [point_geometry(scheme, t, h, w) for t, h, w in sizes]  # with each target's processor overrides
     crops = np.array([g.crops for g in geoms], dtype=float)
     tokens = np.array([getattr(g, query.TOKENS) for g in geoms], dtype=float)
     return dataclasses.replace(separability(crops, tokens), note=scheme_note(scheme, crops, tokens))

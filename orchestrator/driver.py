@@ -51,6 +51,7 @@ from store.runs import RunStore
 from tilesweep import fields
 from tilesweep.errors import SweepError
 from tilings import Scheme
+from tilings.overrides import parse_overrides
 from workers import faults
 from workers.config import MeasureConfig, Timing
 from workers.record import STATUS_FAILED, STATUS_OK, Record
@@ -226,6 +227,7 @@ class Driver:
                 **self._timing, tiling_rows=config.tiling.rows, tiling_cols=config.tiling.cols,
                 height=config.height, width=config.width, family=config.family,
                 run_id=self.store.run_id, config_id=config.config_id, attempt=attempt,
+                processor_overrides=parse_overrides(config.processor_overrides),
             )
             slot.task = _Task(config=config, attempt=attempt, slot=slot, ref=slot.actor.measure.remote(mc),
                               dispatched=self._clock(), started_at=datetime.now(timezone.utc))

@@ -33,6 +33,7 @@ from tilings import (
     tilings_for_crops,
     tilings_for_tokens,
 )
+from tilings.overrides import configured, overrides_text, parse_overrides, point_geometry, processor_overrides
 
 # Bumped when the meaning of a config changes, so old ids never match new configs.
 CONFIG_ID_VERSION = 1
@@ -50,15 +51,20 @@ class PlanRow:
     image_tokens: int
     sequence_tokens: int
     encoder_patches: int = 0
+    # Processor settings the target needs on top of the profile's (`tilings.overrides`), canonical JSON; None: none.
+    processor_overrides: str | None = None
 
     def label(self) -> str:
         return f"{self.tiling.rows}x{self.tiling.cols}"
 
     def as_dict(self) -> dict[str, Any]:
-        """The row as ``tilesweep plan`` prints it (CSV and JSON)."""
-        return {"tiling": self.label(), "rows": self.tiling.rows, "cols": self.tiling.cols, "family": self.family,
-                "height": self.height, "width": self.width, "crops": self.crops,
-                "image_tokens": self.image_tokens, "sequence_tokens": self.sequence_tokens}
+        """The row as ``tilesweep plan`` prints it (CSV and JSON); ``processor_overrides`` only where it has some."""
+        row = {"tiling": self.label(), "rows": self.tiling.rows, "cols": self.tiling.cols, "family": self.family,
+               "height": self.height, "width": self.width, "crops": self.crops,
+               "image_tokens": self.image_tokens, "sequence_tokens": self.sequence_tokens}
+        if self.processor_overrides is not None:
+            row["processor_overrides"] = self.processor_overrides
+        return row
 
 
 @dataclass(kw_only=True, frozen=True, slots=True)
@@ -83,8 +89,13 @@ def profile_dict(profile: Scheme) -> dict[str, Any]:
     return profile.to_dict()
 
 
-def config_id(spec: SweepSpec, profile: Scheme, tiling: Tiling, height: int, width: int) -> str:
-    """16 hex digits of the SHA-256 of a canonical JSON of what defines the measurement."""
+def config_id(spec: SweepSpec, profile: Scheme, tiling: Tiling, height: int, width: int,
+              processor_overrides: str | None = None) -> str:
+    """16 hex digits of the SHA-256 of a canonical JSON of what defines the measurement.
+
+    `processor_overrides` (`PlanRow.processor_overrides`) enter only when there are
+    some, so the ids of schemes without overrides are what they were before overrides existed.
+    """
     payload = {
         "v": CONFIG_ID_VERSION,
         **spec.measurement(),
@@ -94,6 +105,9 @@ def config_id(spec: SweepSpec, profile: Scheme, tiling: Tiling, height: int, wid
         "height": height,
         "width": width,
     }
+    overrides = parse_overrides(processor_overrides)
+    if overrides:
+        payload["processor_overrides"] = overrides
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -143,7 +157,8 @@ def select(profile: Scheme, families: Sequence[str], tilings: Iterable[tuple[int
                 all_of_n = every(n, profile)
             except UsageError as exc:
                 raise UsageError(f"{flag}: {exc}") from None
-            mine = [] if every_target else [p for p in in_families if match(profile.geometry(p.height, p.width), n)]
+            mine = [] if every_target else [p for p in in_families
+                                            if match(point_geometry(profile, p.tiling, p.height, p.width), n)]
             chosen.extend(mine or [_at_exact_size(profile, t, label) for t in all_of_n])
     return list(dict.fromkeys(chosen))
 
@@ -191,20 +206,21 @@ def select_points(spec: SweepSpec, profile: Scheme) -> list[Point]:
 
 
 def rows(points: Iterable[Point], profile: Scheme) -> list[PlanRow]:
-    """Each point with what the preprocessor makes of it.
+    """Each point with what the preprocessor, configured with its target's overrides, makes of it.
 
     Raises:
         UsageError: a point whose size does not give its target (a scheme bug; never written).
     """
     out = []
     for p in points:
-        geo = profile.geometry(p.height, p.width)
+        overrides = processor_overrides(profile, p.tiling)
+        geo = configured(profile, overrides).geometry(p.height, p.width)
         if tuple(geo.tiling) != tuple(p.tiling):
             raise UsageError(f"profile {profile.name!r}: size {p.height}x{p.width} gives {geo.tiling}, not the planned "
                              f"{p.tiling}")
         out.append(PlanRow(tiling=Tiling(*p.tiling), family=p.family, height=p.height, width=p.width, crops=geo.crops,
                            image_tokens=geo.image_tokens, sequence_tokens=geo.sequence_tokens,
-                           encoder_patches=geo.encoder_patches))
+                           encoder_patches=geo.encoder_patches, processor_overrides=overrides_text(overrides)))
     return out
 
 
@@ -226,7 +242,7 @@ def plan(spec: SweepSpec, profile: Scheme, points: Iterable[Point] | None = None
     chosen = select_points(spec, profile) if points is None else list(points)
     configs = [
         PlannedConfig(**{f.name: getattr(r, f.name) for f in dataclasses.fields(PlanRow)},
-                      config_id=config_id(spec, profile, r.tiling, r.height, r.width),
+                      config_id=config_id(spec, profile, r.tiling, r.height, r.width, r.processor_overrides),
                       cost=cost(profile, r.crops, r.sequence_tokens, spec.decode_tokens, r.encoder_patches))
         for r in rows(chosen, profile)
     ]

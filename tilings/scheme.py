@@ -57,6 +57,14 @@ class Scheme(Protocol):
     - ``family_tilings(f)`` lists reachable targets only, in a stable order, each once;
       ``points(f)`` the (target, size) pairs measured for it, each size giving its target.
     - ``from_dict(to_dict())`` (`tilings.scheme_from_dict`) gives an equal scheme.
+
+    Processor overrides (optional; `tilings.overrides`): a scheme whose targets need a
+    processor setting besides the image size (Idefics3's longest edge) also defines
+    ``processor_overrides(t)`` (the setting, on top of ``processor_kwargs()``) and
+    ``with_processor_overrides(o)`` (the scheme with it); then the round trip above
+    reads ``with_processor_overrides(processor_overrides(t)).geometry(*resolution_for(t))``
+    (`tilings.overrides.point_geometry`), and ``geometry`` alone is the processor
+    at its own settings.
     """
 
     name: str

@@ -8,7 +8,9 @@ config and ``python -m workers`` share the fields, defaults, limits and help tex
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tilesweep import fields
 from tilesweep.errors import UsageError
@@ -80,6 +82,9 @@ class MeasureConfig(Timing):
             the model's processor choose the tiling (`tilings.resolution_for`).
         family: the tiling family label carried into the records ("1xk", ...).
         run_id, config_id, attempt: labels copied into every record.
+        processor_overrides: processor settings on top of the profile's (`tilings.overrides`), passed to the
+            processor at call time. ``None``: the ones the tiling needs (`tilings.overrides.processor_overrides`;
+            most schemes need none); ``{}``: none at all.
     """
 
     tiling_rows: int = setting(minimum=1, flag=False, help="tile rows")
@@ -90,6 +95,7 @@ class MeasureConfig(Timing):
     run_id: str = ""
     config_id: str = ""
     attempt: int = setting(1, minimum=1, flag=False, help="dispatch number of this config")
+    processor_overrides: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         fields.check(self)

@@ -32,10 +32,11 @@ from typing import Any
 import torch
 
 from tilesweep.errors import GeometryMismatchError
-from tilings import Geometry, Scheme, Tiling, geometry, resolution_for, tiling_geometry
+from tilings import Geometry, Scheme, Tiling, resolution_for, tiling_geometry
+from tilings.overrides import configured, overrides_text, processor_overrides
 from workers import faults, precision
 from workers.config import MeasureConfig
-from workers.inputs import Prepared, check_geometry, synthetic_image
+from workers.inputs import InputBuilder, Prepared, check_geometry, synthetic_image, with_processor_overrides
 from workers.loading import load
 from workers.models import count_parameters, resolve_device, resolve_dtype
 from workers.provenance import GpuProbe, device_info, host_info, peak_memory_bytes, reset_peak_memory, versions
@@ -125,24 +126,31 @@ class ModelHost:
         self._free()
         return [self._failed_record(config, started, *failure)]
 
-    def _prediction(self, config: MeasureConfig) -> tuple[tuple[int, int], Geometry]:
+    def _prediction(self, config: MeasureConfig) -> tuple[tuple[int, int], Geometry, dict[str, Any]]:
+        """(image size, what the processor makes of it, the processor overrides it is processed with)."""
         tiling = Tiling(config.tiling_rows, config.tiling_cols)
+        if config.processor_overrides is None:  # the tiling's own (none for most schemes)
+            overrides = processor_overrides(self.profile, tiling)
+        else:
+            overrides = dict(config.processor_overrides)
         if config.height is None:
             height, width = resolution_for(tiling, self.profile)
         else:
             height, width = config.height, config.width
-        return (height, width), geometry(height, width, self.profile)
+        return (height, width), configured(self.profile, overrides).geometry(height, width), overrides
 
     def _measure(self, config: MeasureConfig, started: datetime) -> list[Record]:
-        (height, width), predicted = self._prediction(config)
-        what = f"{self.name} {config.tiling_label} at {height}x{width} (profile {self.profile.name!r})"
+        (height, width), predicted, overrides = self._prediction(config)
+        what = f"{self.name} {config.tiling_label} at {height}x{width} (profile {self.profile.name!r}" + (
+            f", processor overrides {overrides_text(overrides)})" if overrides else ")")
         if tuple(predicted.tiling) != (config.tiling_rows, config.tiling_cols):
             raise GeometryMismatchError(
                 f"{what}: that image size gives tiling {predicted.tiling.rows}x{predicted.tiling.cols}, not the "
                 "configured one; leave height/width unset to use the tiling's exact resolution"
             )
         image = synthetic_image(height, width, config.seed)
-        prepared_cpu = self.inputs.process(image)
+        inputs = with_processor_overrides(self.inputs, overrides)  # the processor as this config calls it
+        prepared_cpu = inputs.process(image)
         check_geometry(prepared_cpu, predicted, what=what)
         prepared = prepared_cpu.to(self.device, self.dtype)
         timer = HookTimer(self.clock, self.modules, block_spans=config.block_spans)
@@ -152,11 +160,11 @@ class ModelHost:
         reset_peak_memory(self.device)
         cold_ms = self._cold_start(prepared, config)
         for i in range(config.warmup):
-            self._repeat(image, prepared, timer, config, hooked_first=i % 2 == 0)
+            self._repeat(inputs, image, prepared, timer, config, hooked_first=i % 2 == 0)
         samples: list[dict[str, Any]] = []
         rule, began = config.stop_rule(), time.perf_counter()
         while (stop := rule.reason(samples, time.perf_counter() - began)) is None:
-            samples.append(self._repeat(image, prepared, timer, config, hooked_first=len(samples) % 2 == 0))
+            samples.append(self._repeat(inputs, image, prepared, timer, config, hooked_first=len(samples) % 2 == 0))
         reached = precision.worst(precision.stage_precision(precision.columns(samples)))
         peak = peak_memory_bytes(self.device)
         energy = self._energy(prepared, config)
@@ -164,7 +172,7 @@ class ModelHost:
         finished = _now()
         del prepared
 
-        base = self._base_fields(config, (height, width), predicted)
+        base = self._base_fields(config, (height, width), predicted, overrides)
         base.update(
             crops_actual=prepared_cpu.crops,
             image_tokens_actual=prepared_cpu.image_tokens,
@@ -198,13 +206,13 @@ class ModelHost:
         del out
         return clock.elapsed_ms(start, end)
 
-    def _repeat(self, image: Any, prepared: Prepared, timer: HookTimer, config: MeasureConfig, *,
-                hooked_first: bool) -> dict[str, Any]:
+    def _repeat(self, inputs: InputBuilder, image: Any, prepared: Prepared, timer: HookTimer, config: MeasureConfig,
+                *, hooked_first: bool) -> dict[str, Any]:
         faults.in_measured_region(config.tiling_rows, config.tiling_cols, config.attempt)
         kwargs = self._forward_kwargs(prepared, config)
 
         t0 = time.perf_counter_ns()
-        self.inputs.process(image)
+        inputs.process(image)
         preprocess_ms = (time.perf_counter_ns() - t0) / 1e6
 
         if hooked_first:
@@ -304,7 +312,8 @@ class ModelHost:
         return {"energy_j_per_forward": joules / count, "power_mean_w": joules / elapsed_s, "energy_forwards": count}
 
     # ----------------------------------------------------------------------------------
-    def _base_fields(self, config: MeasureConfig, size: tuple[int, int], predicted: Geometry) -> dict[str, Any]:
+    def _base_fields(self, config: MeasureConfig, size: tuple[int, int], predicted: Geometry,
+                     overrides: dict[str, Any]) -> dict[str, Any]:
         return {
             "run_id": config.run_id,
             "config_id": config.config_id,
@@ -312,6 +321,7 @@ class ModelHost:
             "model": self.name,
             "revision": self.revision,
             "profile": self.profile.name,
+            "processor_overrides": overrides_text(overrides),
             "family": config.family,
             "tiling_rows": config.tiling_rows,
             "tiling_cols": config.tiling_cols,
@@ -339,8 +349,9 @@ class ModelHost:
 
     def _failed_record(self, config: MeasureConfig, started: datetime, error_type: str, error: str) -> Record:
         try:
-            size, predicted = self._prediction(config)
+            size, predicted, overrides = self._prediction(config)
         except ValueError:  # e.g. a tiling over max_crops: describe it without the inverse
+            overrides = dict(config.processor_overrides or {})
             tiling = Tiling(config.tiling_rows, config.tiling_cols)
             try:
                 predicted = tiling_geometry(tiling, self.profile)
@@ -348,7 +359,7 @@ class ModelHost:
                 predicted = Geometry(tiling=tiling, crops=0, canvas=(0, 0), image_tokens=0, sequence_tokens=0)
             size = predicted.canvas if config.height is None else (config.height, config.width)
         return Record(
-            **self._base_fields(config, size, predicted),
+            **self._base_fields(config, size, predicted, overrides),
             status=STATUS_FAILED,
             error_type=error_type,
             error=error,

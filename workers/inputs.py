@@ -10,6 +10,7 @@ lays out the image tokens itself, from the processor's own output.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tilesweep.errors import GeometryMismatchError
+from tilesweep.errors import GeometryMismatchError, UsageError
 from tilings import Geometry
 
 PROMPT = "Describe this image in detail."
@@ -73,6 +74,25 @@ def check_geometry(prepared: Prepared, predicted: Geometry, *, what: str) -> Non
             f"{expected[2]} sequence tokens (tiling {predicted.tiling.rows}x{predicted.tiling.cols}); "
             "check that the tiling profile matches the model's preprocessor config"
         )
+
+
+def with_processor_overrides(builder: InputBuilder, overrides: Mapping[str, Any] | None) -> InputBuilder:
+    """`builder` with its processor configured with `overrides` (`tilings.overrides`) at call time (none: itself).
+
+    A builder whose scheme needs overrides defines ``with_processor_overrides``; the others need not.
+
+    Raises:
+        UsageError: overrides for a builder that takes none.
+    """
+    if not overrides:
+        return builder
+    method = getattr(builder, "with_processor_overrides", None)
+    if method is None:
+        raise UsageError(
+            f"the input builder {type(builder).__name__} takes no processor overrides, got {dict(overrides)!r}; "
+            "drop them (only profiles whose targets need a processor setting, such as idefics3's, have any)"
+        )
+    return method(overrides)
 
 
 class InputBuilder(Protocol):

@@ -34,6 +34,9 @@ class Record:
     model: str
     revision: str | None = None
     profile: str
+    # JSON of the processor settings this config set on top of the profile's (tilings.overrides), e.g. Idefics3's
+    # {"size":{"longest_edge":728}}; None where the profile needs none (every scheme but the longest-edge ones).
+    processor_overrides: str | None = None
     # --- tiling and geometry (predicted by tilings/) ---
     family: str = ""  # the tiling family (1xk, 2xk, ...), never the model's
     tiling_rows: int

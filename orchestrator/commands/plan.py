@@ -94,15 +94,23 @@ def control_line(profile: Scheme) -> str:
 
 
 def format_table(planned: list[PlanRow]) -> str:
+    """The rows as a text table; a ``processor`` column (the overrides each row is processed with) where any has some."""
     header = ["tiling", "family", "resolution", "crops", "image_tokens", "sequence_tokens"]
     body = [[r.label(), r.family, f"{r.height}x{r.width}", r.crops, r.image_tokens, r.sequence_tokens]
             for r in planned]
-    return table(header, body, right=[False, False, True, True, True, True])
+    right = [False, False, True, True, True, True]
+    if any(r.processor_overrides for r in planned):
+        header.append("processor")
+        for row, r in zip(body, planned):
+            row.append(r.processor_overrides or "")
+        right.append(False)
+    return table(header, body, right=right)
 
 
 def format_csv(planned: list[PlanRow]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    overrides = ("processor_overrides",) if any(r.processor_overrides for r in planned) else ()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS + overrides, lineterminator="\n")
     writer.writeheader()
     writer.writerows(r.as_dict() for r in planned)
     return out.getvalue().rstrip("\n")

@@ -55,6 +55,43 @@ def test_config_id_is_stable_and_depends_only_on_the_measurement():
     assert base not in changed and len(set(changed)) == len(changed)
 
 
+# sha256 of the sorted config ids of each scheme's default plan (SweepSpec(model="x", profile=name)), and one id,
+# as computed before processor overrides existed (commit 56e8c29): a scheme without overrides keeps its ids.
+IDS_BEFORE_OVERRIDES = {
+    "molmo-v1": (28, "9aeefb47e24fe938"), "molmo2": (18, "31146c979bf9390b"), "qwen2-vl": (31, "b51d01bc763b697d"),
+    "qwen2.5-vl": (31, "7901e0f91598573f"), "qwen3-vl": (21, "885f409b7b638092"),
+    "internvl3": (28, "5aecf91709616943"), "llava-onevision": (16, "0b497626dd27dcb0"),
+}
+
+
+def test_config_ids_of_schemes_without_processor_overrides_are_unchanged():
+    import hashlib
+
+    assert config_id(SweepSpec(repeats=3), MOLMO2, Tiling(2, 3), 1000, 1400) == "418222c2208a1610"
+    for name, (count, digest) in IDS_BEFORE_OVERRIDES.items():
+        configs = plan(SweepSpec(model="x", profile=name), PROFILES[name])
+        ids = sorted(c.config_id for c in configs)
+        assert (len(ids), hashlib.sha256(",".join(ids).encode()).hexdigest()[:16]) == (count, digest), name
+        assert {c.processor_overrides for c in configs} == {None}
+        assert all("processor_overrides" not in c.as_dict() for c in configs)
+
+
+def test_processor_overrides_are_planned_per_target_and_enter_the_config_id():
+    scheme = PROFILES["idefics3"]
+    configs = {c.tiling: c for c in plan(SweepSpec(model="tiny-idefics3", profile="idefics3"), scheme)}
+    assert configs[Tiling(1, 2)].processor_overrides == '{"size":{"longest_edge":728}}'
+    assert configs[Tiling(2, 3)].processor_overrides == '{"size":{"longest_edge":1092}}'
+    # the plan's crops are the processor's with the override, not at the default edge (which gives 2x4 there)
+    assert (configs[Tiling(1, 2)].crops, scheme.geometry(364, 728).crops) == (3, 9)
+    assert configs[Tiling(1, 2)].as_dict()["processor_overrides"] == '{"size":{"longest_edge":728}}'
+    spec = SweepSpec(model="tiny-idefics3", profile="idefics3")
+    with_it = config_id(spec, scheme, Tiling(1, 2), 364, 728, '{"size":{"longest_edge":728}}')
+    assert configs[Tiling(1, 2)].config_id == with_it
+    assert with_it != config_id(spec, scheme, Tiling(1, 2), 364, 728)
+    assert with_it != config_id(spec, scheme, Tiling(1, 2), 364, 728, '{"size":{"longest_edge":1092}}')
+    assert config_id(spec, scheme, Tiling(1, 2), 364, 728, "") == config_id(spec, scheme, Tiling(1, 2), 364, 728)
+
+
 def test_profile_given_by_name_or_taken_from_the_model_gives_the_same_ids():
     by_default = plan(SweepSpec(), MOLMO2)
     by_name = plan(SweepSpec(profile="molmo2"), MOLMO2)

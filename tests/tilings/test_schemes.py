@@ -26,6 +26,7 @@ from tilings import (
     tilings_for_crops,
     tilings_for_tokens,
 )
+from tilings.overrides import configured, overrides_text, parse_overrides, point_geometry, processor_overrides
 
 NAMES = list(PROFILES)
 
@@ -42,7 +43,7 @@ def test_every_target_round_trips(name):
     assert targets and len(set(targets)) == len(targets)
     for t in targets:
         h, w = resolution_for(t, scheme)
-        g = scheme.geometry(h, w)
+        g = point_geometry(scheme, t, h, w)  # scheme.geometry(h, w) with the target's processor overrides, if any
         assert g.tiling == t, f"{name}: {t} -> {h}x{w} -> {g.tiling}"
         assert g == scheme.target_geometry(t) == tiling_geometry(t, name)
         assert g.crops >= 1 and g.image_tokens >= 1 and g.sequence_tokens >= g.image_tokens
@@ -60,9 +61,23 @@ def test_family_points_give_their_targets(name):
         points = scheme.points(family)
         assert tilings and {t for t, _ in points} == set(tilings)
         for t, (h, w) in points:
-            assert scheme.geometry(h, w).tiling == t, f"{name} {family}: {h}x{w}"
+            assert point_geometry(scheme, t, h, w).tiling == t, f"{name} {family}: {h}x{w}"
     labelled = enumerate_tilings(name)
     assert {f for _, f in labelled} <= set(scheme.default_families)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_processor_overrides_are_json_and_configure_the_scheme(name):
+    """Most schemes need none (their geometry is the processor at its own settings); a scheme that does gives each
+    target JSON settings that configure it to that target, and takes back what it gave."""
+    scheme = PROFILES[name]
+    for t in scheme.targets():
+        overrides = processor_overrides(scheme, t)
+        assert parse_overrides(overrides_text(overrides)) == overrides
+        if not overrides:
+            assert configured(scheme, overrides) is scheme
+        else:
+            assert configured(scheme, overrides).geometry(*resolution_for(t, scheme)).tiling == t
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -49,7 +49,7 @@ from orchestrator.progress import LogProgress, Progress
 from orchestrator.spec import SweepSpec
 from store.runs import RunStore
 from tilesweep import fields
-from tilesweep.errors import SweepError
+from tilesweep.errors import StorageError, SweepError
 from tilings import Scheme
 from tilings.overrides import parse_overrides
 from workers import faults
@@ -297,11 +297,11 @@ class Driver:
                 self.store.write_part(labelled)
         except FileExistsError:  # an attempt number reused: a bug, not the disk
             raise
-        except OSError as exc:  # a full disk, a directory made read-only: no later write would succeed
+        except OSError as exc:  # a full disk, a directory made read-only, an object store that stopped answering
+            fix = "once the storage answers" if isinstance(exc, StorageError) else "free space or fix permissions"
             raise SweepError(
                 f"cannot write the results of {task.config.label()} ({exc.strerror or exc} in {self.store.dir}); "
-                "every finished config is saved: free space or fix permissions, then run the same command "
-                "again to resume") from exc
+                f"every finished config is saved: {fix}, then run the same command again to resume") from exc
         status = STATUS_OK if all(r.status == STATUS_OK for r in labelled) else STATUS_FAILED
         out.measured += 1
         if status == STATUS_OK:

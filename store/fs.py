@@ -388,6 +388,10 @@ def _reason(exc: BaseException) -> str:
     aws = re.search(r"AWS Error (\w+) during (\w+) operation: (.*)", text)
     if aws:
         text = f"{aws.group(1)} during {aws.group(2)}: {aws.group(3)}"
+    # boto3's: "An error occurred (<Code>) when calling the <Op> operation[ (reached max retries: n)]: <why>".
+    boto = re.search(r"An error occurred \((\w+)\) when calling the (\w+) operation(?: \([^)]*\))?: (.*)", text)
+    if boto:
+        text = f"{boto.group(1)} during {boto.group(2)}: {boto.group(3)}"
     return text[:200] or type(exc).__name__
 
 

@@ -148,6 +148,7 @@ class RunLock:
                 if fs.create_new(self.path, mine.dumps()):
                     self.holder = mine
                     _held.add(mine.token)
+                    self._remove_leftovers()
                     self._start_heartbeat()
                     return
                 found, data = self._read()
@@ -165,6 +166,13 @@ class RunLock:
         except BaseException:
             self._remove_created_dirs()
             raise
+
+    def _remove_leftovers(self) -> None:
+        """Delete the temporary names (``driver.lock.*``) of a holder killed while it wrote; only the holder may."""
+        if isinstance(self.run_dir, Path):  # object storage writes no temporary names
+            for entry in fs.entries(self.run_dir):
+                if entry.name.startswith(f"{LOCK}."):
+                    fs.delete(entry.path)
 
     def _read(self) -> tuple[Holder | None, bytes | None]:
         try:

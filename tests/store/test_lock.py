@@ -119,6 +119,14 @@ def test_the_heartbeat_is_refreshed_and_a_lost_lock_is_noticed_and_left_alone(tm
     assert "taken over meanwhile" in caplog.text
 
 
+def test_a_takeover_removes_what_a_holder_killed_mid_heartbeat_left(tmp_path):
+    _plant(tmp_path, pid=_dead_pid())
+    (tmp_path / "driver.lock.123-abcd-driver.lock").write_text("half a heartbeat")
+    (tmp_path / "manifest.json").write_text("{}")
+    with RunLock(tmp_path, command="run"):
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["driver.lock", "manifest.json"]
+
+
 def test_the_lock_is_released_on_an_error_and_a_new_run_leaves_no_directory(tmp_path):
     run_dir = tmp_path / "results" / "new"
     with pytest.raises(KeyboardInterrupt), RunLock(run_dir, command="run"):

@@ -136,3 +136,6 @@ def test_control_verdicts_follow_from_its_samples(quick_run):
         assert f[f"{label}: flat within noise"] == int(max(min(v) for v in per) <= min(max(v) for v in per))
         half = [100 * (max(v) - min(v)) / 2 / m for v, m in zip(per, medians)]
         assert f[f"{label}: 95% CI half-width of one tiling's median"] == pytest.approx(statistics.median(half))
+        fastest = [min(v) for v in per]
+        assert f[f"{label}: spread of the tilings' fastest repeats"] == pytest.approx(
+            100 * abs(fastest[0] - fastest[1]) / statistics.median(fastest))

@@ -6,7 +6,9 @@ command never pays for another's imports.
 
 Errors: `UsageError` (bad input, raised before anything is written; a `SpecError`
 gives one line per problem) is printed as one line on stderr with exit 2;
-`SweepError` (the sweep cannot go on) as one line with exit 1; Ctrl-C exits 130,
+`SweepError` (the sweep cannot go on) as one line with exit 1; a `StorageError`
+(object storage that cannot be used, met before or after the measuring; within it the
+driver makes it a `SweepError`) as one line with exit 2; Ctrl-C exits 130,
 SIGTERM 143 and SIGHUP 129 (`orchestrator.signals`).
 Anything else is a bug and keeps its traceback.
 """

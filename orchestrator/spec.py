@@ -128,7 +128,8 @@ class SweepSpec(Timing):
                                            "every target giving a count the families miss (pixel-budget profiles: "
                                            "every token grid of that many tokens)")
     # --- where and how ---
-    results: str = setting("results", metavar="DIR", group="cluster", help="results directory")
+    results: str = setting("results", metavar="DIR", group="cluster",
+                           help="results directory, or a URI: s3://BUCKET/PREFIX, or any scheme pyarrow or fsspec knows")
     run_id: str | None = setting(None, metavar="ID", group="cluster", default_text="a new timestamped id",
                                  help="run id; an existing one is resumed")
     workers: int | None = setting(None, minimum=1, metavar="N", group="cluster",

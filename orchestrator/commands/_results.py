@@ -20,8 +20,8 @@ def add_results_argument(parser: argparse.ArgumentParser, *, positional_form: st
     """``--results DIR``; its default is resolved by `results_of` (None here tells "not given" apart)."""
     also = (f". The older `tilesweep {positional_form}` still works, deprecated" if positional_form else "")
     parser.add_argument("--results", metavar="DIR", default=None,
-                        help=f"results root, or one run directory; default {DEFAULT_RESULTS}, where `run` "
-                             f"writes{also}")
+                        help=f"results root (a directory, or a URI such as s3://BUCKET/PREFIX), or one run "
+                             f"directory; default {DEFAULT_RESULTS}, where `run` writes{also}")
 
 
 def results_of(args: argparse.Namespace, positional: str | None, command: str) -> str:

@@ -398,7 +398,7 @@ MODELS: dict[str, ModelSpec] = {
         name="tiny-mllama",
         description="Llama 3.2 Vision architecture at toy size (560 px tiles of 56 px patches, 32-wide 2+1 layer "
                     "vision encoder, 64-wide 3-layer text tower with one cross-attention layer), random weights; "
-                    "tens of ms per forward on a CPU, the same at every tiling",
+                    "~15 ms per forward on one CPU thread, the same at every tiling",
         architecture="mllama", profile=TINY_PROFILE, config=_tiny_config,
     ),
     "llama3.2-11b-vision-arch": ModelSpec(

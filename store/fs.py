@@ -40,6 +40,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -664,6 +665,8 @@ def check_writable(directory: ObjectPath) -> None:
     if backend.s3 is not None:
         _check_s3_credentials(backend, shown)
     try:
+        if backend.s3 is not None and backend.s3["endpoint"]:
+            _connect(backend.s3["endpoint"], backend.s3["connect_timeout"], shown)
         directory.iterdir()  # the endpoint answers, the bucket exists, listing is allowed
         probe = directory / f".tmp-probe-{secrets.token_hex(4)}"
         if not create_new(probe, b"\0" * 1024):
@@ -671,6 +674,20 @@ def check_writable(directory: ObjectPath) -> None:
         delete(probe)
     except StorageError as exc:
         raise UsageError(f"cannot write results to {shown!r} ({exc.reason}); {_fix(exc.reason, backend)}") from None
+
+
+def _connect(endpoint: str, timeout: float, where: str) -> None:
+    """One TCP connect to `endpoint`: an endpoint that does not answer costs one connect timeout, not the
+    client's retries of it. Behind a proxy a direct connect says nothing, so it is skipped there."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return
+    parts = urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+    except OSError as exc:
+        raise StorageError(where, f"cannot connect to the endpoint {parts.hostname}:{port} within {timeout:g}s "
+                                  f"({exc.strerror or type(exc).__name__})") from None
 
 
 def _fix(reason: str, backend: Backend) -> str:

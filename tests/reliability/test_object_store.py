@@ -184,7 +184,8 @@ BAD_URIS = [
                         "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials", "AWS_CONFIG_FILE": "/nonexistent/config"},
      lambda uri: uri, ["no credentials for 's3://", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"]),
     ("unreachable-endpoint", {"AWS_ENDPOINT_URL": "http://127.0.0.1:{closed}"}, lambda uri: uri,
-     ["cannot write results to 's3://", "NETWORK_CONNECTION", "127.0.0.1:{closed}", "is reachable"]),
+     ["cannot write results to 's3://", "cannot connect to the endpoint 127.0.0.1:{closed} within 2s",
+      "Connection refused", "is reachable"]),
     ("credentials-in-uri", {}, lambda uri: uri.replace("s3://", "s3://AKIAX:hunter2-secret@"),
      ["carries credentials", "AWS_ACCESS_KEY_ID"]),
 ]

@@ -553,7 +553,7 @@ def _create_new_local(path: Path, data: bytes) -> bool:
             os.close(fd)
         try:
             os.link(tmp, path)
-        except FileExistsError:
+        except (FileExistsError, FileNotFoundError):  # taken; or our private name was cleared by whoever took it
             return False
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):

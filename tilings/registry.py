@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from tilesweep.errors import UsageError
-from tilings import aspect, budget, pinpoints, profiles
+from tilings import aspect, budget, ceiling, longestedge, mllama, nativeres, panscan, pinpoints, profiles, tiled
 from tilings._config import flat_config
 from tilings.profiles import Profile
 from tilings.scheme import Scheme, scheme_kind_key
 
-PROFILES: dict[str, Scheme] = {**profiles.PRESETS, **budget.PRESETS, **aspect.PRESETS, **pinpoints.PRESETS}
+PROFILES: dict[str, Scheme] = {
+    **profiles.PRESETS, **budget.PRESETS, **aspect.PRESETS, **pinpoints.PRESETS,  # Schemes I
+    **panscan.PRESETS, **longestedge.PRESETS, **ceiling.PRESETS, **tiled.PRESETS, **nativeres.PRESETS,
+    **mllama.PRESETS,
+}
 # to_dict()["scheme"] -> the class that reads it back (Molmo profiles carry no "scheme" entry).
 _CLASSES: dict[str, Any] = {cls.SCHEME: cls for cls in {type(s) for s in PROFILES.values()} if hasattr(cls, "SCHEME")}
 
@@ -55,10 +59,22 @@ def _config_class(data: Mapping[str, Any]) -> Any:
     """The scheme class that reads this preprocessor config: by its image processor type, else by its keys."""
     flat = data
     kind = str(flat.get("image_processor_type") or "")
+    if kind.startswith(("Llama4", "Cohere2Vision")) or "resize_to_max_canvas" in flat:
+        return tiled.TiledCanvas  # before GotOcr2: their configs also hold max_patches
+    if kind.startswith("Mllama") or "max_image_tiles" in flat:
+        return mllama.PaddedCanvas
+    if kind.startswith(("Idefics3", "SmolVLM")) or "max_image_size" in flat:
+        return longestedge.LongestEdge
     if kind.startswith("GotOcr2") or "max_patches" in flat:
         return aspect.ClosestAspect
+    if kind.startswith("Gemma3") or "pan_and_scan_min_crop_size" in flat or "do_pan_and_scan" in flat:
+        return panscan.PanScan
+    if kind.startswith("Phi4Multimodal") or "dynamic_hd" in flat:
+        return ceiling.CeilingGrid
     if kind.startswith("LlavaOnevision") or "image_grid_pinpoints" in flat:
         return pinpoints.Pinpoints
+    if kind.startswith("Pixtral") or "spatial_merge_size" in flat:
+        return nativeres.NativeResolution
     if kind.startswith("Qwen2VL") or "temporal_patch_size" in flat or "merge_size" in flat:
         return budget.PixelBudget
     return Profile  # Molmo's, in either of its key families

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from torch import nn
 
 from tilesweep.errors import UsageError
-from workers import internvl, llava, molmo, qwen
+from workers import cohere2, gemma3, idefics3, internvl, llama4, llava, mllama, molmo, phi4, pixtral, qwen
 from workers.arch import Architecture, ModelSpec
 from workers.modulemap import ModuleMap, ResolvedModules, apply_overrides, fit_map, resolve_map, resolves, split_paths
 
-_FAMILIES = (molmo, qwen, internvl, llava)
+_FAMILIES = (molmo, qwen, internvl, llava, mllama, idefics3, pixtral, gemma3, phi4, llama4, cohere2)
 
 ARCHITECTURES: dict[str, Architecture] = {name: a for f in _FAMILIES for name, a in f.ARCHITECTURES.items()}
 MODELS: dict[str, ModelSpec] = {name: m for f in _FAMILIES for name, m in f.MODELS.items()}
@@ -35,11 +35,17 @@ def supported_model_types() -> list[str]:
 
 
 def detect_architecture(model: nn.Module) -> str:
-    """The architecture whose known module map fits `model`.
+    """The architecture whose known module map fits `model`: the one that loads its config's ``model_type``
+    when its map fits (several maps can fit one model: Gemma 3 has every path of LLaVA-OneVision's), else
+    the first map that fits.
 
     Raises:
         UsageError: no known map fits; the message names the missing paths per architecture.
     """
+    own = for_model_type(getattr(getattr(model, "config", None), "model_type", None))
+    if own is not None and all(resolves(model, p) for stage in own.module_map.required
+                               for p in split_paths(getattr(own.module_map, stage))):
+        return own.name
     missing: dict[str, list[str]] = {}
     for name, module_map in ARCHITECTURE_MAPS.items():
         wanted = [p for stage in module_map.required for p in split_paths(getattr(module_map, stage))]

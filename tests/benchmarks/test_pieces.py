@@ -133,6 +133,6 @@ def test_write_json_refuses_a_nan_figure(tmp_path):
 
 def test_parse_only_keeps_run_order_and_names_unknown_benchmarks():
     assert parse_only("additivity,speedup") == ["speedup", "additivity"]
-    assert parse_only(None) == ["scheduling", "speedup", "overhead", "additivity", "adaptive", "scale"]
+    assert parse_only(None) == ["scheduling", "speedup", "overhead", "additivity", "adaptive", "scale", "control"]
     with pytest.raises(ValueError, match="'nope'.*scheduling"):
         parse_only("speedup,nope")

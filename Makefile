@@ -19,11 +19,8 @@ $(STAMP): pyproject.toml
 sweep: install
 	$(BIN)/tilesweep run
 
-# Two pytest workers (pytest-xdist): on 2 cores much of the suite waits on one core (process starts,
-# imports, timeouts), so two streams finish in less time; PYTEST_WORKERS=0 runs it in one process.
-PYTEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python -m benchmarks

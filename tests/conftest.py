@@ -45,21 +45,6 @@ CPUS_PER_NODE = 2
 
 
 REPO = Path(__file__).resolve().parents[1]
-# Files whose tests share no module-scoped fixture and are long: pytest-xdist may spread them over its workers.
-SPREAD = {"tests/orchestrator/test_schemes_ray.py"}
-
-
-def pytest_collection_modifyitems(config, items):
-    """Groups for ``pytest -n 2 --dist loadgroup`` (what `make test` runs): a file's tests stay on one worker, so
-    module fixtures run once, and every file that reads the session's `make sweep` shares one group, so it runs
-    once; the files in `SPREAD` are spread test by test. Without pytest-xdist the marks change nothing."""
-    sweep_files = {item.nodeid.split("::")[0] for item in items if "default_sweep" in item.fixturenames}
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        if path in sweep_files:
-            item.add_marker(pytest.mark.xdist_group("default_sweep"))
-        elif path not in SPREAD:
-            item.add_marker(pytest.mark.xdist_group(path))
 
 
 @dataclasses.dataclass(frozen=True)

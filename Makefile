@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.tilesweep-installed
 
-.PHONY: install sweep test bench gpu-deps clean
+.PHONY: install sweep test bench bench-check gpu-deps clean
 
 install: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tilesweep needs Python 3.11 or newer, found " + sys.version.split()[0] + ": set PYTHON=python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
 	@touch $(STAMP)
 
 sweep: install
@@ -24,6 +24,10 @@ test: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# The quick benchmarks' tests with every benchmark (`make test` runs the four that need no cluster of their own).
+bench-check: install
+	TILESWEEP_QUICK_BENCH=all $(BIN)/python -m pytest -q tests/benchmarks
 
 # Wheels for benchmarks/gpu_check.sh on a GPU machine without network: transformers (this
 # environment's version) and what it imports, and nvidia-ml-py, for that machine's Python

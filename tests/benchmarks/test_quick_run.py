@@ -20,7 +20,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NAMES = ("scheduling", "speedup", "overhead", "additivity", "adaptive", "scale", "control")
+ALL = ("scheduling", "speedup", "overhead", "additivity", "adaptive", "scale", "control")
+# Scheduling (a cluster of its own), speedup (tilesweep, a loop and Ray Tune, each from a cold start) and
+# additivity (speedup's sweep) take 90 s even at quick sizes: they run where TILESWEEP_QUICK_BENCH=all asks
+# for them (`make bench-check`), not in every `make test`; test_pieces.py tests their pieces.
+NAMES = ALL if os.environ.get("TILESWEEP_QUICK_BENCH") == "all" else ("overhead", "adaptive", "scale", "control")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -30,14 +34,16 @@ def quick_run(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", ",".join(NAMES), "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in NAMES}
     return {"out": out, "stdout": proc.stdout, "results": results, "readme": (out / "README.md").read_text()}
 
 
 def figures(run: dict, name: str) -> dict[str, float]:
+    if name not in NAMES:
+        pytest.skip(f"the {name} benchmark runs with TILESWEEP_QUICK_BENCH=all (make bench-check)")
     return {f["name"]: f["value"] for f in run["results"][name]["figures"]}
 
 
@@ -68,7 +74,7 @@ def test_scheduling_figures_respect_the_bound(quick_run):
     assert f["static round-robin / lower bound"] >= 1.0
     assert f["zero-overhead dynamic queue / lower bound"] >= 1.0
     assert f["static round-robin / lower bound (run)"] >= 0.999 * f["static round-robin / lower bound"]
-    details = quick_run["results"]["scheduling"]["details"]
+    details = quick_run["results"]["scheduling"]["details"]  # figures() skipped the test unless it ran
     assert details["size"]["configs"] == 60 and details["retries"] == 0
     assert details["makespan_s"] >= details["durations_s"]["sum"] / 8 * 0.999
 

@@ -43,6 +43,16 @@ def test_make_sweep_on_a_fresh_clone_ends_with_the_summary_table(default_sweep):
     assert len(table) == 19 and all(line.split()[-1] == "ok" and line.split()[5] == "3" for line in table[1:])
 
 
+def _model_hosts_alive() -> list[dict]:
+    deadline = time.monotonic() + 10  # a killed actor's state reaches the GCS a moment later
+    while True:
+        alive = [a for a in ray._private.state.actors().values()
+                 if a["State"] not in ("DEAD",) and a.get("ActorClassName") == "ModelHost"]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
 def _signal_when_invocations_exceed(run_dir, count: int, signum: int) -> threading.Thread:
     """A thread that sends `signum` to this process once the manifest records more than `count` invocations."""
     def invocations() -> int:
@@ -63,14 +73,16 @@ def _signal_when_invocations_exceed(run_dir, count: int, signum: int) -> threadi
 
 
 def test_sigterm_and_sighup_stop_cleanly_and_the_run_resumes(ray_cluster, tmp_path, capsys):
-    """SIGTERM (as `ray job stop` or Kubernetes send it) to a whole process group, then SIGHUP in this process."""
+    """SIGTERM (as `ray job stop` or Kubernetes send it) to a driver's process group, then SIGHUP in this process.
+
+    Both drivers join the session's cluster, whose actors outlive a driver unless it kills them."""
     results = tmp_path / "results"
     run_dir = results / "cut"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # A session of its own, so the signal reaches the whole group, the local cluster's processes included.
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", "run", "--results", str(results), "--run-id", "cut",
-         "--tilings", "1x1,1x2,1x3,2x1,2x2", "--warmup", "0", "--repeats", "2"],
+         "--tilings", "1x1,1x2,1x3,2x1,2x2", "--warmup", "0", "--repeats", "2", "--address", ray_cluster.address,
+         "--gpus-per-worker", "0", "--workers", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 180
@@ -89,6 +101,7 @@ def test_sigterm_and_sighup_stop_cleanly_and_the_run_resumes(ray_cluster, tmp_pa
         assert pq.read_table(path).schema.equals(SCHEMA, check_metadata=False)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["run_id"] == "cut" and manifest["invocations"][-1]["interrupted"] is True
+    assert not _model_hosts_alive()  # the stopped driver killed its actors
     # SIGHUP (a closed terminal) to a resume running in this process, on the session's cluster.
     previous = signal.signal(signal.SIGHUP, lambda *_: None)  # should the signal come late, it must not end pytest
     try:
@@ -100,9 +113,7 @@ def test_sigterm_and_sighup_stop_cleanly_and_the_run_resumes(ray_cluster, tmp_pa
         signal.signal(signal.SIGHUP, previous)
     assert restored is not None and restored.__name__ == "<lambda>"  # the sweep put the handler back
     assert "stopped by SIGHUP" in capsys.readouterr().err
-    alive = [a for a in ray._private.state.actors().values()
-             if a["State"] == "ALIVE" and a.get("ActorClassName") == "ModelHost"]
-    assert not alive, alive  # the sweep's actors were killed
+    assert not _model_hosts_alive()  # the sweep's actors were killed
     before = {p.name for p in run_dir.glob("part-*.parquet")}
     assert len(written) <= len(before) < 5 and not list(run_dir.glob(".tmp-*"))
     # The printed command resumes it; only the missing configs are measured.

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.tilesweep-installed
 
-.PHONY: install sweep test bench bench-check gpu-deps clean
+.PHONY: install sweep test test-all bench bench-check gpu-deps clean
 
 install: $(STAMP)
 
@@ -19,8 +19,14 @@ $(STAMP): pyproject.toml
 sweep: install
 	$(BIN)/tilesweep run
 
+# `make test` (what CI runs) leaves out the extended tier: whole-process checks that start clusters of
+# their own (the cluster recipe, the GPU-check farm, a local cluster's dashboard) or that repeat another
+# test's path. `make test-all` runs every test and every quick benchmark.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not extended"
+
+test-all: install
+	TILESWEEP_QUICK_BENCH=all $(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -26,7 +26,7 @@ ALL = ("scheduling", "speedup", "overhead", "additivity", "adaptive", "scale", "
 # for them (`make bench-check`), not in every `make test`; test_pieces.py tests their pieces.
 NAMES = ALL if os.environ.get("TILESWEEP_QUICK_BENCH") == "all" else ("overhead", "adaptive", "scale", "control")
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.extended]  # benchmarks: make test-all, make bench-check
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.extended]  # `ray start --head` of its own
 
 BIN = Path(sys.prefix) / "bin"
 

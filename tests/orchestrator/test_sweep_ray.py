@@ -33,6 +33,7 @@ def tilings_of(run_dir: Path, config_ids=None) -> set[Tiling]:
     return {Tiling(r, c) for r, c in frame.select("tiling_rows", "tiling_cols").unique().iter_rows()}
 
 
+@pytest.mark.extended  # the default families: make sweep's test; several nodes: every other Ray test
 def test_default_families_sweep_writes_one_ok_config_each_over_several_nodes(ray_cluster, tmp_path, capsys):
     code = cli.main(["run", "--results", str(tmp_path), "--run-id", "full", *FAST])
     out = capsys.readouterr().out

@@ -75,6 +75,7 @@ def test_out_of_memory_on_chosen_tilings_fails_those_rows_and_the_actor_goes_on(
     assert_invariant(tmp_path, "oom")
 
 
+@pytest.mark.extended  # test_driver_ray's timeouts test kills and retries a hung config too
 def test_a_hung_config_is_killed_at_the_timeout_and_retried(ray_cluster, tmp_path, monkeypatch, assert_invariant):
     monkeypatch.setenv("TILESWEEP_INJECT", "hang@1x2/1")  # hangs on its first attempt only
     assert cli.main(["run", "--results", str(tmp_path), "--run-id", "hang", "--tilings", "1x1,1x2,2x1", *FAST,

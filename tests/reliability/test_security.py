@@ -102,6 +102,7 @@ def _only_metrics(port: int) -> bool:
         return False
 
 
+@pytest.mark.extended  # a local cluster of its own
 @pytest.mark.ray
 def test_a_local_cluster_started_by_tilesweep_serves_no_dashboard_beyond_loopback(tmp_path, env_without_ray_address):
     """Ray's dashboard is off: Ray reports no URL for it, and every socket its process opens off

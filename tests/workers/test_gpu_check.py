@@ -87,6 +87,7 @@ def base_env() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.extended  # make gpu-deps, a torch-only Python and the CPU smoke run: 50 s
 def test_gpu_deps_are_all_the_check_needs_and_without_cuda_it_refuses_unless_asked_for_the_smoke_test(
         gpu_wheels, tmp_path):
     python = torch_only_python(tmp_path, gpu_wheels)

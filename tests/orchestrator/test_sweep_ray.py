@@ -82,7 +82,7 @@ def test_fill_measures_exactly_the_tilings_of_the_missing_crop_counts(ray_cluste
     assert cli.main(["run", "--results", results, "--run-id", "base", *base]) == 0
     run_dir = tmp_path / "base"
     before = set(parts(run_dir))
-    assert cli.main(["fill", "--crops", "3,6,9,12", "--results", results]) == 0  # the latest run by default
+    assert cli.main(["fill", "--crops", "3,6,9,12", "--results", results, "--workers", "2"]) == 0  # the latest run
     new_ids = {cid for cid, _ in set(parts(run_dir)) - before}
     wanted = {t for n in (3, 6, 9, 12) for t in tilings_for_crops(n, v1)}
     assert wanted == {(1, 2), (2, 1), (1, 5), (5, 1), (1, 8), (2, 4), (4, 2), (8, 1), (1, 11), (11, 1)}

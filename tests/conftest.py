@@ -10,11 +10,6 @@ connects this process with `ray.init`. Tests that add or remove nodes must put
 the node set back as they found it (`restore_nodes` helps). Starting the cluster
 costs a few seconds, so tests that need Ray share it instead of starting their own.
 
-`make test` runs the suite in two pytest-xdist processes: every test that uses the session's cluster or a
-sweep of its own (the `ray` mark, `ray_cluster`, `default_sweep`) goes to one of them, in order, as the
-`cluster` group (one cluster per session, and sweeps never compete with each other for the 2 cores); the
-other process takes the single-threaded tests meanwhile.
-
 `make_records` builds valid result records from real tiling geometry; `synth` is
 this module, whose helpers write synthetic results with the real schema into the
 real layout, stage times following planted costs plus seeded noise, so the store,
@@ -44,20 +39,12 @@ from store.schema import records_to_table
 from tilings import PROFILES, Tiling, resolution_for, tiling_geometry
 from workers.record import STATUS_FAILED, STATUS_OK, Record
 
-CLUSTER_FIXTURES = {"ray_cluster", "ray_nodes_restored", "default_sweep"}
 WORKER_NODES = 2
 GPUS_PER_NODE = 2
 CPUS_PER_NODE = 2
 
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under xdist (``--dist loadgroup``) the tests that sweep share one process: see the module's docstring."""
-    for item in items:
-        if item.get_closest_marker("ray") or CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,11 +22,13 @@ sweep: install
 # `make test` (what CI runs) leaves out the extended tier: whole-process checks that start clusters of
 # their own (the cluster recipe, the GPU-check farm, a local cluster's dashboard) or that repeat another
 # test's path. `make test-all` runs every test and every quick benchmark.
+# Two processes: the tests that sweep on a Ray cluster run in one, in order (the `cluster` group, see
+# tests/conftest.py); the single-threaded tests run in the other meanwhile.
 test: install
-	$(BIN)/python -m pytest -q -m "not extended"
+	$(BIN)/python -m pytest -q -m "not extended" -n 2 --dist loadgroup
 
 test-all: install
-	TILESWEEP_QUICK_BENCH=all $(BIN)/python -m pytest -q
+	TILESWEEP_QUICK_BENCH=all $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -10,6 +10,11 @@ connects this process with `ray.init`. Tests that add or remove nodes must put
 the node set back as they found it (`restore_nodes` helps). Starting the cluster
 costs a few seconds, so tests that need Ray share it instead of starting their own.
 
+`make test` runs the suite in two pytest-xdist processes: every test that uses the session's cluster or a
+sweep of its own (the `ray` mark, `ray_cluster`, `default_sweep`) goes to one of them, in order, as the
+`cluster` group (one cluster per session, and sweeps never compete with each other for the 2 cores); the
+other process takes the single-threaded tests meanwhile.
+
 `make_records` builds valid result records from real tiling geometry; `synth` is
 this module, whose helpers write synthetic results with the real schema into the
 real layout, stage times following planted costs plus seeded noise, so the store,
@@ -39,12 +44,34 @@ from store.schema import records_to_table
 from tilings import PROFILES, Tiling, resolution_for, tiling_geometry
 from workers.record import STATUS_FAILED, STATUS_OK, Record
 
+CLUSTER_FIXTURES = {"ray_cluster", "ray_nodes_restored", "default_sweep"}
 WORKER_NODES = 2
 GPUS_PER_NODE = 2
 CPUS_PER_NODE = 2
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (``--dist loadgroup``) the tests that sweep share one process: see the module's docstring.
+
+    xdist 3.8 names an item's group by renaming ``item._nodeid`` to ``<nodeid>@<group>``, which pytest 9's
+    structured node ids no longer read, so the groups are silently ignored (pytest-xdist#1386): once every
+    other implementation of this hook (xdist's among them) has run, the id takes the new name.
+    """
+    for item in items:
+        if item.get_closest_marker("ray") or CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+    result = yield
+    for item in items:
+        renamed = getattr(item, "_nodeid", None)
+        if renamed is not None and renamed != item.nodeid:
+            from _pytest.nodeid import NodeId  # pytest 9, where the rename is lost
+
+            item._id = NodeId.parse(renamed)
+    return result
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """Every model family end to end through Ray: its tiny model, its scheme's exact sizes, the processor's own output.
 
-One small sweep per tiny model on the session's cluster: every config ok, the
+One small sweep per tiny model on the session's cluster (in make test, one model per scheme; the second model
+of a scheme in make test-all): every config ok, the
 processor produced exactly the crops and image tokens the scheme predicts, the
 hooked stages nest inside the forward and cover at least 85% of it (in a config's least disturbed repeat), the run holds
-its invariant; the report reads it (for the schemes in NOTES); and `fill --tokens` on a pixel-budget run adds every
-token grid of that count.
+its invariant; the report reads it (for the schemes in NOTES); and `fill --tokens` on the Qwen2.5-VL run adds
+every token grid of that count.
 """
 
 from __future__ import annotations
@@ -60,12 +61,17 @@ NOTES = {
 STAGES = ("t_vision_ms", "t_projector_ms", "t_llm_prefill_ms", "t_lm_head_ms")
 
 
-@pytest.mark.parametrize("model", list(SWEEPS))
-def test_a_tiny_model_sweeps_end_to_end(ray_cluster, tmp_path, model):
+# make test sweeps one model of each scheme; the second model of a scheme (the same kernel, its own worker
+# module, tested in-process in tests/workers) runs in make test-all.
+SAME_SCHEME = {"tiny-qwen3-vl", "tiny-mistral3", "tiny-smolvlm", "tiny-cohere2-vision"}
+
+
+def sweep_and_check(tmp_path, model: str, *extra: str):
+    """`run` of the model's SWEEPS targets, then every check that holds for any scheme; the results and rows."""
     profile, tilings = SWEEPS[model]
     results = tmp_path / "results"
     assert cli.main(["run", "--model", model, "--tilings", tilings, "--results", str(results), "--run-id", "r",
-                     *FAST]) == 0
+                     *FAST, *extra]) == 0
     report = check(results, "r")
     assert report.ok, report.problems
     rows = scan(results).collect()
@@ -92,6 +98,15 @@ def test_a_tiny_model_sweeps_end_to_end(ray_cluster, tmp_path, model):
     coverage = (rows.with_columns((pl.sum_horizontal(STAGES) / pl.col("t_total_ms")).alias("c"))
                 .group_by("config_id").agg(pl.col("c").max())["c"])
     assert coverage.min() >= 0.85, f"{model}: stages cover {coverage.sort().to_list()}"
+    return results, rows
+
+
+@pytest.mark.parametrize("model", [
+    pytest.param(m, marks=pytest.mark.extended) if m in SAME_SCHEME else m
+    for m in SWEEPS if m != "tiny-qwen2.5-vl"])  # Qwen2.5-VL: the fill test below sweeps it
+def test_a_tiny_model_sweeps_end_to_end(ray_cluster, tmp_path, model):
+    profile = SWEEPS[model][0]
+    results, _ = sweep_and_check(tmp_path, model)
     # the report reads the scheme, and says when the scheme itself keeps crops and tokens apart
     if profile not in NOTES:
         return
@@ -101,13 +116,14 @@ def test_a_tiny_model_sweeps_end_to_end(ray_cluster, tmp_path, model):
 
 
 def test_fill_tokens_adds_every_token_grid_of_a_budget_run(ray_cluster, tmp_path):
-    results = tmp_path / "results"
-    assert cli.main(["run", "--model", "tiny-qwen2.5-vl", "--tilings", "2x2", "--results", str(results),
-                     "--run-id", "q", *FAST]) == 0
+    """Qwen2.5-VL end to end (as every scheme above), then `fill --tokens` adds every grid of 16 merged tokens."""
+    results, _ = sweep_and_check(tmp_path, "tiny-qwen2.5-vl")
+    assert cli.main(["report", str(results), "-o", str(tmp_path / "report")]) == 0
+    assert NOTES["qwen2.5-vl"] in (tmp_path / "report" / "report.html").read_text()
     assert cli.main(["fill", "--tokens", "16", "--results", str(results), *FAST]) == 0
     rows = scan(results).collect()
     grids = set(zip(rows["tiling_rows"], rows["tiling_cols"]))
     sixteen = {tuple(t) for t in tilings_for_tokens(16, "qwen2.5-vl")}
-    assert grids == {(2, 2)} | sixteen and len(sixteen) >= 3  # 4x4, 2x8, 8x2, ...
+    assert grids == {(16, 24), (24, 32), (32, 32)} | sixteen and len(sixteen) >= 3  # 4x4, 2x8, 8x2, ...
     assert rows.filter(pl.col("tiling_rows") * pl.col("tiling_cols") == 16)["image_tokens"].unique().to_list() == [16]
-    assert check(results, "q").ok
+    assert check(results, "r").ok

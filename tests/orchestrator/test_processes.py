@@ -47,7 +47,7 @@ def _model_hosts_alive() -> list[dict]:
     deadline = time.monotonic() + 10  # a killed actor's state reaches the GCS a moment later
     while True:
         alive = [a for a in ray._private.state.actors().values()
-                 if a["State"] not in ("DEAD",) and a.get("ActorClassName") == "ModelHost"]
+                 if a["State"] != "DEAD" and a.get("ActorClassName") == "ModelHost"]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.2)

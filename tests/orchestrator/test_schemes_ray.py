@@ -18,6 +18,7 @@ from store.invariant import check
 from store.scan import scan
 from tilings import Tiling, get_profile, tilings_for_tokens
 from tilings.overrides import configured, parse_overrides, processor_overrides
+from workers.summary import FORWARD_STAGES as STAGES
 
 pytestmark = pytest.mark.ray
 
@@ -58,7 +59,6 @@ NOTES = {
     "llava-onevision": "Separability of crops and tokens in this sweep",
     "mllama-tiny": "constant-compute control: mllama-tiny pads every image to max_image_tiles = 4 tiles",
 }
-STAGES = ("t_vision_ms", "t_projector_ms", "t_llm_prefill_ms", "t_lm_head_ms")
 
 
 # make test sweeps one model of each scheme; the second model of a scheme (the same kernel, its own worker
@@ -66,12 +66,12 @@ STAGES = ("t_vision_ms", "t_projector_ms", "t_llm_prefill_ms", "t_lm_head_ms")
 SAME_SCHEME = {"tiny-qwen3-vl", "tiny-mistral3", "tiny-smolvlm", "tiny-cohere2-vision"}
 
 
-def sweep_and_check(tmp_path, model: str, *extra: str):
-    """`run` of the model's SWEEPS targets, then every check that holds for any scheme; the results and rows."""
+def sweep_and_check(tmp_path, model: str):
+    """`run` of the model's SWEEPS targets, then every check that holds for any scheme; the results directory."""
     profile, tilings = SWEEPS[model]
     results = tmp_path / "results"
     assert cli.main(["run", "--model", model, "--tilings", tilings, "--results", str(results), "--run-id", "r",
-                     *FAST, *extra]) == 0
+                     *FAST]) == 0
     report = check(results, "r")
     assert report.ok, report.problems
     rows = scan(results).collect()
@@ -98,28 +98,24 @@ def sweep_and_check(tmp_path, model: str, *extra: str):
     coverage = (rows.with_columns((pl.sum_horizontal(STAGES) / pl.col("t_total_ms")).alias("c"))
                 .group_by("config_id").agg(pl.col("c").max())["c"])
     assert coverage.min() >= 0.85, f"{model}: stages cover {coverage.sort().to_list()}"
-    return results, rows
+    # the report reads the scheme, and says when the scheme itself keeps crops and tokens apart
+    if profile in NOTES:
+        assert cli.main(["report", str(results), "-o", str(tmp_path / "report")]) == 0
+        html = (tmp_path / "report" / "report.html").read_text()
+        assert NOTES[profile] in html, NOTES[profile]
+    return results
 
 
 @pytest.mark.parametrize("model", [
     pytest.param(m, marks=pytest.mark.extended) if m in SAME_SCHEME else m
     for m in SWEEPS if m != "tiny-qwen2.5-vl"])  # Qwen2.5-VL: the fill test below sweeps it
 def test_a_tiny_model_sweeps_end_to_end(ray_cluster, tmp_path, model):
-    profile = SWEEPS[model][0]
-    results, _ = sweep_and_check(tmp_path, model)
-    # the report reads the scheme, and says when the scheme itself keeps crops and tokens apart
-    if profile not in NOTES:
-        return
-    assert cli.main(["report", str(results), "-o", str(tmp_path / "report")]) == 0
-    html = (tmp_path / "report" / "report.html").read_text()
-    assert NOTES[profile] in html, NOTES[profile]
+    sweep_and_check(tmp_path, model)
 
 
 def test_fill_tokens_adds_every_token_grid_of_a_budget_run(ray_cluster, tmp_path):
     """Qwen2.5-VL end to end (as every scheme above), then `fill --tokens` adds every grid of 16 merged tokens."""
-    results, _ = sweep_and_check(tmp_path, "tiny-qwen2.5-vl")
-    assert cli.main(["report", str(results), "-o", str(tmp_path / "report")]) == 0
-    assert NOTES["qwen2.5-vl"] in (tmp_path / "report" / "report.html").read_text()
+    results = sweep_and_check(tmp_path, "tiny-qwen2.5-vl")
     assert cli.main(["fill", "--tokens", "16", "--results", str(results), *FAST]) == 0
     rows = scan(results).collect()
     grids = set(zip(rows["tiling_rows"], rows["tiling_cols"]))
